@@ -26,7 +26,6 @@ import os
 
 os.environ.setdefault("TORCH_COMPILE_DISABLE", "1")  # run BitLinear's @torch.compile code eagerly
 
-import json
 import shutil
 from pathlib import Path
 
@@ -40,7 +39,7 @@ OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 VOCAB, HIDDEN, LAYERS, HEADS, KV_HEADS, MAX_POS = 320, 64, 2, 4, 2, 128
 HEAD_DIM = HIDDEN // HEADS
 PROMPT_LEN, NEW_TOKENS = 8, 32
-EMBED_STD_BITNET = float(os.environ.get("ESTD", "0.1"))
+EMBED_STD_BITNET = 0.1
 EOS = "<|endoftext|>"
 PROMPT = "The quick brown fox jumps over the lazy dog."
 CORPUS = [
@@ -132,22 +131,21 @@ def ternarize(w: torch.Tensor, shards: int = 1) -> tuple[torch.Tensor, torch.Ten
     return torch.cat(qs).to(torch.int8), torch.cat(ss)
 
 
-def model_config(cls, intermediate: int, dtype: str, tied: bool, **extra):
-    common = dict(
+def model_config(cls, intermediate: int, dtype: torch.dtype, tied: bool, **extra):
+    return cls(
         vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=intermediate, num_hidden_layers=LAYERS,
         num_attention_heads=HEADS, num_key_value_heads=KV_HEADS, max_position_embeddings=MAX_POS,
         rms_norm_eps=1e-5, tie_word_embeddings=tied, bos_token_id=0, eos_token_id=0, pad_token_id=None,
-        dtype=dtype,
+        dtype=str(dtype).removeprefix("torch."), **extra,
     )
-    return cls(**common, **extra)
 
 
-def reference(model_cls, path: Path, ids: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Load `path` in float32 and compute prompt logits and a 32-token greedy continuation."""
+def reference(model_cls, path: Path, ids: torch.Tensor):
+    """Load `path` in float32; return the model and its prompt logits + 32-token greedy continuation."""
     model = model_cls.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
     gen = GenerationConfig(
         do_sample=False, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
-        eos_token_id=None, bos_token_id=None, pad_token_id=0,
+        eos_token_id=None, bos_token_id=None, pad_token_id=0,  # no eos: exactly 32 argmax tokens
     )
     with torch.no_grad():
         logits = model(ids[None]).logits[0].float()
@@ -162,55 +160,83 @@ def finish(path: Path, tok_json: str, expected: dict[str, torch.Tensor]) -> None
 
 
 def make_bitnet_packed(path: Path, tok_json: str, ids: torch.Tensor) -> None:
+    """Offline-quantized BitNet exactly as transformers stores it: U8 [out/4, in] + bf16 weight_scale [1]."""
     g = torch.Generator().manual_seed(1001)
     sd = {k: v.to(torch.bfloat16) for k, v in base_state(g, 192, bitnet=True, tied=True).items()}
     for name, shape in projections(192).items():
         q, s = ternarize(random_latent(g, shape))
-        sd[name + ".weight"] = pack_weights(q.clone())
+        sd[name + ".weight"] = pack_weights(q.clone())  # pack_weights adds 1 in place
         sd[name + ".weight_scale"] = s.to(torch.bfloat16)
     quant = {"quant_method": "bitnet", "linear_class": "bitlinear", "quantization_mode": "offline"}
-    config = model_config(BitNetConfig, 192, "bfloat16", tied=True, quantization_config=quant)
+    config = model_config(BitNetConfig, 192, torch.bfloat16, tied=True, hidden_act="relu2",
+                          architectures=["BitNetForCausalLM"], quantization_config=quant)
     config.save_pretrained(path)
+    GenerationConfig.from_model_config(config).save_pretrained(path)
     save_file(sd, path / "model.safetensors", metadata={"format": "pt"})
 
-    model, expected = reference(BitNetForCausalLM, path, ids)
+    model, expected = reference(BitNetForCausalLM, path, ids)  # runs the BitLinear path
     for name in projections(192):
         module = model.get_submodule(name)
         expected[name + ".weight"] = unpack_weights(module.weight, dtype=torch.int8)
         expected[name + ".weight_scale"] = module.weight_scale.float().reshape(1)
-        packed = sd[name + ".weight"]
-        assert torch.equal(pack_weights(expected[name + ".weight"].clone()), packed), name
+        assert torch.equal(pack_weights(expected[name + ".weight"].clone()), sd[name + ".weight"]), name
     finish(path, tok_json, expected)
 
 
-def save_latent(model_cls, config, sd, path: Path, dtype: torch.dtype, **save_kwargs):
+def make_latent(path: Path, tok_json: str, ids: torch.Tensor, *, config_cls, model_cls, seed: int,
+                intermediate: int, dtype: torch.dtype, shards: int, **save_kwargs) -> None:
+    """Full-precision (latent) weights saved by save_pretrained; expected = absmean ternarization."""
+    bitnet = model_cls is BitNetForCausalLM
+    g = torch.Generator().manual_seed(seed)
+    sd = base_state(g, intermediate, bitnet=bitnet, tied=bitnet)
+    for name, shape in projections(intermediate).items():
+        sd[name + ".weight"] = random_latent(g, shape)
+    config = model_config(config_cls, intermediate, dtype, tied=bitnet, **CONFIG_EXTRA[path.name])
     model = model_cls(config)
     missing, unexpected = model.load_state_dict(sd, strict=False)
     assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
     model.to(dtype).save_pretrained(path, **save_kwargs)
 
-
-def latent_expected(sd, intermediate: int, shards: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    expected = {}
+    model, expected = reference(model_cls, path, ids)
     for name in projections(intermediate):
-        q, s = ternarize(sd[name + ".weight"].to(dtype).float(), shards)
-        expected[name + ".weight"], expected[name + ".weight_scale"] = q, s
-    return expected
-
-
-def make_latent(path, tok_json, ids, *, cls, model_cls, seed, intermediate, bitnet, tied, dtype, shards, tern, **save_kw):
-    g = torch.Generator().manual_seed(seed)
-    sd = base_state(g, intermediate, bitnet=bitnet, tied=tied)
-    for name, shape in projections(intermediate).items():
-        sd[name + ".weight"] = random_latent(g, shape)
-    extra = {"hidden_act": "relu2"} if bitnet else {"hidden_act": "silu"}
-    if tern is not None:
-        extra["tern"] = tern
-    config = model_config(cls, intermediate, str(dtype).removeprefix("torch."), tied=tied, **extra)
-    save_latent(model_cls, config, sd, path, dtype, **save_kw)
-    _, expected = reference(model_cls, path, ids)
-    expected.update(latent_expected(sd, intermediate, shards, dtype))
+        w = model.get_submodule(name).weight.detach()  # stored dtype -> f32, exactly
+        expected[name + ".weight"], expected[name + ".weight_scale"] = ternarize(w, shards)
     finish(path, tok_json, expected)
+
+
+CONFIG_EXTRA = {
+    "bitnet-bf16": {"hidden_act": "relu2"},
+    "llama-f32": {"hidden_act": "silu", "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0},
+                  "tern": {"weights": "ternary", "weight_scale": "shard", "weight_shards": 2, "activations": "none"}},
+    "llama-f16-sharded": {"hidden_act": "silu", "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0},
+                          "tern": {"weights": "ternary", "weight_scale": "tensor", "activations": "none"}},
+}
+
+
+def make_bitnet_bf16(path: Path, tok_json: str, ids: torch.Tensor) -> None:
+    """BitNet with bf16 master weights (like microsoft/bitnet-b1.58-2B-4T-bf16), tied embeddings."""
+    make_latent(path, tok_json, ids, config_cls=BitNetConfig, model_cls=BitNetForCausalLM, seed=1002,
+                intermediate=192, dtype=torch.bfloat16, shards=1)
+
+
+def make_llama_f32(path: Path, tok_json: str, ids: torch.Tensor) -> None:
+    """TriLM-style Llama: f32, untied, one scale per half of each matrix's rows."""
+    make_latent(path, tok_json, ids, config_cls=LlamaConfig, model_cls=LlamaForCausalLM, seed=1003,
+                intermediate=160, dtype=torch.float32, shards=2)
+
+
+def make_llama_f16_sharded(path: Path, tok_json: str, ids: torch.Tensor) -> None:
+    """Llama in f16 split over 3 safetensors shards with an index, per-tensor scale."""
+    make_latent(path, tok_json, ids, config_cls=LlamaConfig, model_cls=LlamaForCausalLM, seed=1004,
+                intermediate=160, dtype=torch.float16, shards=1, max_shard_size=100_000)
+
+
+FIXTURES = {
+    "bitnet-packed": make_bitnet_packed,
+    "bitnet-bf16": make_bitnet_bf16,
+    "llama-f32": make_llama_f32,
+    "llama-f16-sharded": make_llama_f16_sharded,
+}
 
 
 def main() -> None:
@@ -220,28 +246,13 @@ def main() -> None:
     tok = build_tokenizer()
     tok_json = tok.to_str(pretty=True)
     ids = prompt_ids(tok)
-    fixtures = {
-        "bitnet-packed": lambda p: make_bitnet_packed(p, tok_json, ids),
-        "bitnet-bf16": lambda p: make_latent(
-            p, tok_json, ids, cls=BitNetConfig, model_cls=BitNetForCausalLM, seed=1002, intermediate=192,
-            bitnet=True, tied=True, dtype=torch.bfloat16, shards=1, tern=None),
-        "llama-f32": lambda p: make_latent(
-            p, tok_json, ids, cls=LlamaConfig, model_cls=LlamaForCausalLM, seed=1003, intermediate=160,
-            bitnet=False, tied=False, dtype=torch.float32, shards=2,
-            tern={"weights": "ternary", "weight_scale": "shard", "weight_shards": 2, "activations": "none"}),
-        "llama-f16-sharded": lambda p: make_latent(
-            p, tok_json, ids, cls=LlamaConfig, model_cls=LlamaForCausalLM, seed=1004, intermediate=160,
-            bitnet=False, tied=False, dtype=torch.float16, shards=1,
-            tern={"weights": "ternary", "weight_scale": "tensor", "activations": "none"},
-            max_shard_size=100_000),
-    }
-    for name, make in fixtures.items():
+    for name, make in FIXTURES.items():
         path = OUT / name
         shutil.rmtree(path, ignore_errors=True)
         path.mkdir(parents=True)
-        make(path)
+        make(path, tok_json, ids)
         size = sum(f.stat().st_size for f in path.iterdir())
-        print(f"{name}: {size} bytes, files: {sorted(f.name for f in path.iterdir())}")
+        print(f"{name}: {size} bytes ({', '.join(sorted(f.name for f in path.iterdir()))})")
 
 
 if __name__ == "__main__":

@@ -227,15 +227,20 @@ pub fn write_latent(
     companions: &[PathBuf],
     out: &Path,
     overwrite: bool,
+    with_scales: bool,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<PathBuf> {
     let tensors = spec.tensors();
     let mut entries = Vec::with_capacity(tensors.len());
     for t in &tensors {
         entries.push(TensorEntry { name: t.name.clone(), dtype: source.dtype(t)?, shape: t.shape.clone() });
+        if with_scales && t.role == TensorRole::Linear {
+            let n = spec.quant.scale.count();
+            entries.push(TensorEntry { name: scale_name(&t.name), dtype: Dtype::F32, shape: vec![n] });
+        }
     }
     // Larger elements first keeps every tensor aligned.
-    let mut order: Vec<usize> = (0..tensors.len()).collect();
+    let mut order: Vec<usize> = (0..entries.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(entries[i].dtype.size()));
     let stage = StagedDir::create(out, overwrite)?;
     let weights = stage.path().join(WEIGHTS_FILE);
@@ -243,8 +248,18 @@ pub fn write_latent(
     let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
     let mut writer = SafetensorsWriter::create(&weights, sorted, &meta)?;
     for (n, &i) in order.iter().enumerate() {
-        progress(Progress { index: n + 1, total: order.len(), name: &tensors[i].name });
-        source.stream(&tensors[i], &mut |b| writer.write(b))?;
+        let e = &entries[i];
+        progress(Progress { index: n + 1, total: order.len(), name: &e.name });
+        match tensors.iter().find(|t| t.name == e.name) {
+            Some(t) => source.stream(t, &mut |b| writer.write(b))?,
+            None => {
+                // A scale entry: its weight is the tensor named without `_scale`.
+                let weight = e.name.replace(".weight_scale", ".weight");
+                let t = tensors.iter().find(|t| t.name == weight).expect("scale follows its weight");
+                let q = source.ternary(t, spec.quant.scale)?;
+                writer.write(&from_f32(Dtype::F32, &q.scales).expect("f32 encodes"))?;
+            }
+        }
     }
     writer.finish()?;
     write_atomic(&stage.path().join("config.json"), config.to_json().as_bytes())?;
@@ -288,8 +303,10 @@ impl WeightSource for Unpacked<'_> {
     }
 }
 
-/// Writes the packed checkpoint in `input` back as a latent checkpoint in `out`, ternary
-/// weights as `t / s` in `dtype` (F32 keeps them exact; BF16/F16 round the scale).
+/// Writes the packed checkpoint in `input` back as a latent checkpoint in `out`: ternary weights
+/// as `t / s` in `dtype`, each with its F32 `weight_scale` beside it, so that packing the result
+/// again gives back exactly the same trits and scales (`transformers` loads the weights and
+/// reports the scales as unused).
 pub fn unpack_checkpoint(
     input: &Path,
     out: &Path,
@@ -307,7 +324,7 @@ pub fn unpack_checkpoint(
         .filter(|p| p.is_file())
         .collect();
     let source = Unpacked { ck: &ck, dtype };
-    write_latent(&source, &ck.config, &ck.spec, &companions, out, overwrite, progress)
+    write_latent(&source, &ck.config, &ck.spec, &companions, out, overwrite, true, progress)
 }
 
 /// Packs any source straight into a packed checkpoint (used by `tern init --bits`).

@@ -159,7 +159,7 @@ pub fn init_checkpoint(
             pack_source(source, config, out, codec, overwrite, progress).map(Some)
         }
         None => {
-            write_latent(source, config, &spec, &[] as &[PathBuf], out, overwrite, progress)?;
+            write_latent(source, config, &spec, &[] as &[PathBuf], out, overwrite, false, progress)?;
             Ok(None)
         }
     }

@@ -127,7 +127,8 @@ pub struct HfConfig {
 }
 
 impl HfConfig {
-    /// Reads `config.json` (a file, or a directory holding one).
+    /// Reads `config.json` (a file, or a directory holding one). A file ending in `.toml` is
+    /// read as TOML with the same fields (so shapes under `configs/` can carry comments).
     pub fn load(path: &Path) -> Result<HfConfig> {
         let file = if path.is_dir() {
             path.join("config.json")
@@ -135,6 +136,12 @@ impl HfConfig {
             path.to_path_buf()
         };
         let text = std::fs::read_to_string(&file).at(&file)?;
+        if file.extension().is_some_and(|e| e == "toml") {
+            let value: toml::Value =
+                toml::from_str(&text).map_err(|e| Error::config(&file, e.to_string()))?;
+            let json = serde_json::to_value(value).map_err(|e| Error::config(&file, e.to_string()))?;
+            return serde_json::from_value(json).map_err(|e| Error::config(&file, e.to_string()));
+        }
         Self::parse(&file, &text)
     }
 

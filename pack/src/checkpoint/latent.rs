@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use crate::checkpoint::packed::scale_name;
 use crate::error::{Error, IoContext, Result};
 use crate::quant::{ScaleGranularity, Ternary, quantize_ternary};
 use crate::safetensors::{Dtype, SafetensorsFile, TensorInfo, to_f32};
@@ -159,8 +160,24 @@ impl LatentCheckpoint {
         let (file, info) = self.entry(&t.name)?;
         let (rows, cols) = (t.shape[0], t.shape[1]);
         match self.linear_source(t)? {
-            LinearSource::Latent(_) => {
+            LinearSource::Latent(dtype) => {
                 let w = file.read_f32(info)?;
+                let scale_name = scale_name(&t.name);
+                if self.tensors.contains_key(&scale_name) {
+                    // Written by `tern pack --unpack`: the scales are given, the values must be
+                    // ternary multiples of them.
+                    let (sfile, sinfo) = self.entry(&scale_name)?;
+                    let scales = sfile.read_f32(sinfo)?;
+                    if scales.len() != granularity.count() {
+                        return Err(Error::tensor(&sfile.path, &scale_name, format!(
+                            "{} scales, but the config asks for {}", scales.len(), granularity.count()
+                        )));
+                    }
+                    check_scales(&sfile.path, &scale_name, &scales)?;
+                    let trits = trits_with_scales(&w, &scales, dtype)
+                        .map_err(|reason| Error::tensor(&file.path, &t.name, reason))?;
+                    return Ok(Ternary { trits, scales });
+                }
                 quantize_ternary(&w, rows, cols, granularity)
                     .map_err(|e| Error::tensor(&file.path, &t.name, e.to_string()))
             }
@@ -168,7 +185,7 @@ impl LatentCheckpoint {
                 let packed = file.read(info)?;
                 let trits = unpack_hf_bitnet(&packed, rows, cols)
                     .map_err(|reason| Error::tensor(&file.path, &t.name, reason))?;
-                let scale_name = t.name.replace(".weight", ".weight_scale");
+                let scale_name = scale_name(&t.name);
                 let (sfile, sinfo) = self.entry(&scale_name)?;
                 let scales = sfile.read_f32(sinfo)?;
                 if scales.len() != 1 {
@@ -233,6 +250,28 @@ pub const COMPANION_FILES: [&str; 4] = [
     "special_tokens_map.json",
     "generation_config.json",
 ];
+
+/// Trits of latent values that promise to be `t / s` per shard, within the rounding of `dtype`.
+fn trits_with_scales(w: &[f32], scales: &[f32], dtype: Dtype) -> Result<Vec<i8>, String> {
+    let tolerance = match dtype {
+        Dtype::F32 | Dtype::F64 => 1e-5,
+        Dtype::F16 => 2e-3,
+        _ => 1e-2,
+    };
+    let shard = w.len() / scales.len();
+    let mut trits = vec![0i8; w.len()];
+    for (i, (&v, t)) in w.iter().zip(trits.iter_mut()).enumerate() {
+        let x = v * scales[i / shard.max(1)];
+        let q = x.round_ties_even();
+        if !(q.abs() <= 1.0 && (x - q).abs() <= tolerance) {
+            return Err(format!(
+                "value {v} at flat index {i} is not a ternary multiple of its weight_scale (value × scale = {x})"
+            ));
+        }
+        *t = q as i8;
+    }
+    Ok(trits)
+}
 
 /// Scales must be finite and positive (they divide).
 pub(crate) fn check_scales(path: &Path, name: &str, scales: &[f32]) -> Result<()> {

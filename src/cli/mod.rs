@@ -1,0 +1,35 @@
+//! Command-line arguments (clap derive) and dispatch; one module per command.
+
+mod init;
+mod inspect;
+mod pack;
+mod progress;
+
+use clap::{Parser, Subcommand};
+
+/// tern: train, pack and serve ternary ({-1, 0, +1}) language models.
+#[derive(Debug, Parser)]
+#[command(name = "tern", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Pack a latent checkpoint at 2 or 1.6 bits per weight (or unpack with --unpack).
+    Pack(pack::PackArgs),
+    /// Print a checkpoint's architecture, parameter counts, bits per weight and sizes.
+    Inspect(inspect::InspectArgs),
+    /// Write a randomly initialised checkpoint of any config (latent, or packed with --bits).
+    Init(init::InitArgs),
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Pack(a) => pack::run(a),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Init(a) => init::run(a),
+    }
+}
