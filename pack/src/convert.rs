@@ -39,10 +39,14 @@ impl WeightSource for LatentCheckpoint {
     fn dtype(&self, t: &TensorSpec) -> Result<Dtype> {
         let (file, info) = self.entry(&t.name)?;
         if !info.dtype.is_float() || info.shape != t.shape {
-            return Err(Error::tensor(&file.path, &t.name, format!(
-                "expected a float tensor {:?} (from config.json), found {} {:?}",
-                t.shape, info.dtype, info.shape
-            )));
+            return Err(Error::tensor(
+                &file.path,
+                &t.name,
+                format!(
+                    "expected a float tensor {:?} (from config.json), found {} {:?}",
+                    t.shape, info.dtype, info.shape
+                ),
+            ));
         }
         Ok(info.dtype)
     }
@@ -111,8 +115,10 @@ pub fn pack_checkpoint(
     let spec = ModelSpec::from_config(&config)
         .map_err(|e| Error::config(input.join("config.json"), e.to_string()))?;
     if !spec.is_ternary() {
-        return Err(Error::config(input.join("config.json"),
-            "the `tern` section declares full-precision weights; nothing to pack"));
+        return Err(Error::config(
+            input.join("config.json"),
+            "the `tern` section declares full-precision weights; nothing to pack",
+        ));
     }
     ck.check_no_unknown(&spec)?;
     let mut companions = ck.companion_files();
@@ -120,7 +126,16 @@ pub fn pack_checkpoint(
         companions.retain(|p| !p.ends_with("tokenizer.json"));
         companions.push(tok.clone());
     }
-    write_packed(&ck, &config, &spec, &companions, out, opts.codec, opts.overwrite, progress)
+    write_packed(
+        &ck,
+        &config,
+        &spec,
+        &companions,
+        out,
+        opts.codec,
+        opts.overwrite,
+        progress,
+    )
 }
 
 /// Where the bytes of an output tensor come from.
@@ -160,13 +175,33 @@ pub fn write_packed(
     for t in &tensors {
         if t.role == TensorRole::Linear {
             let (rows, cols) = (t.shape[0], t.shape[1]);
-            let packed = TensorEntry { name: t.name.clone(), dtype: Dtype::U8, shape: vec![rows, codec.row_bytes(cols)] };
-            let scales = TensorEntry { name: scale_name(&t.name), dtype: Dtype::F32, shape: vec![n_scales] };
-            parts.push((order_key(&Part::Packed(t), Dtype::U8), Part::Packed(t), packed));
-            parts.push((order_key(&Part::Scales(t), Dtype::F32), Part::Scales(t), scales));
+            let packed = TensorEntry {
+                name: t.name.clone(),
+                dtype: Dtype::U8,
+                shape: vec![rows, codec.row_bytes(cols)],
+            };
+            let scales = TensorEntry {
+                name: scale_name(&t.name),
+                dtype: Dtype::F32,
+                shape: vec![n_scales],
+            };
+            parts.push((
+                order_key(&Part::Packed(t), Dtype::U8),
+                Part::Packed(t),
+                packed,
+            ));
+            parts.push((
+                order_key(&Part::Scales(t), Dtype::F32),
+                Part::Scales(t),
+                scales,
+            ));
         } else {
             let dtype = source.dtype(t)?;
-            let entry = TensorEntry { name: t.name.clone(), dtype, shape: t.shape.clone() };
+            let entry = TensorEntry {
+                name: t.name.clone(),
+                dtype,
+                shape: t.shape.clone(),
+            };
             parts.push((order_key(&Part::Copy(t), dtype), Part::Copy(t), entry));
         }
     }
@@ -180,7 +215,11 @@ pub fn write_packed(
     let (mut ternary_weights, mut ternary_bytes) = (0u64, 0u64);
     let total = parts.len();
     for (index, (_, part, entry)) in parts.iter().enumerate() {
-        progress(Progress { index: index + 1, total, name: &entry.name });
+        progress(Progress {
+            index: index + 1,
+            total,
+            name: &entry.name,
+        });
         match part {
             Part::Packed(t) => {
                 let q = source.ternary(t, spec.quant.scale)?;
@@ -191,7 +230,9 @@ pub fn write_packed(
                 scales.insert(&t.name, q.scales);
             }
             Part::Scales(t) => {
-                let s = scales.remove(t.name.as_str()).expect("packed tensors precede their scales");
+                let s = scales
+                    .remove(t.name.as_str())
+                    .expect("packed tensors precede their scales");
                 writer.write(&from_f32(Dtype::F32, &s).expect("f32 encodes"))?;
             }
             Part::Copy(t) => source.stream(t, &mut |b| writer.write(b))?,
@@ -202,17 +243,33 @@ pub fn write_packed(
     let mut out_config = config.clone();
     out_config.tern = Some(spec.quant.to_config());
     out_config.extra.remove("quantization_config");
-    write_atomic(&stage.path().join("config.json"), out_config.to_json().as_bytes())?;
+    write_atomic(
+        &stage.path().join("config.json"),
+        out_config.to_json().as_bytes(),
+    )?;
     copy_companions(companions, stage.path())?;
     let file_bytes = std::fs::metadata(&weights).at(&weights)?.len();
     let out_dir = stage.commit()?;
-    Ok(PackReport { out_dir, codec, tensors: total, ternary_weights, ternary_bytes, file_bytes })
+    Ok(PackReport {
+        out_dir,
+        codec,
+        tensors: total,
+        ternary_weights,
+        ternary_bytes,
+        file_bytes,
+    })
 }
 
 fn copy_companions(files: &[PathBuf], dir: &Path) -> Result<()> {
     for src in files {
-        let name = src.file_name().ok_or_else(|| Error::Usage(format!("{} is not a file", src.display())))?;
-        let name = if COMPANION_FILES.iter().any(|c| name == *c) { name.to_os_string() } else { "tokenizer.json".into() };
+        let name = src
+            .file_name()
+            .ok_or_else(|| Error::Usage(format!("{} is not a file", src.display())))?;
+        let name = if COMPANION_FILES.iter().any(|c| name == *c) {
+            name.to_os_string()
+        } else {
+            "tokenizer.json".into()
+        };
         std::fs::copy(src, dir.join(&name)).at(src)?;
     }
     Ok(())
@@ -233,10 +290,18 @@ pub fn write_latent(
     let tensors = spec.tensors();
     let mut entries = Vec::with_capacity(tensors.len());
     for t in &tensors {
-        entries.push(TensorEntry { name: t.name.clone(), dtype: source.dtype(t)?, shape: t.shape.clone() });
+        entries.push(TensorEntry {
+            name: t.name.clone(),
+            dtype: source.dtype(t)?,
+            shape: t.shape.clone(),
+        });
         if with_scales && t.role == TensorRole::Linear {
             let n = spec.quant.scale.count();
-            entries.push(TensorEntry { name: scale_name(&t.name), dtype: Dtype::F32, shape: vec![n] });
+            entries.push(TensorEntry {
+                name: scale_name(&t.name),
+                dtype: Dtype::F32,
+                shape: vec![n],
+            });
         }
     }
     // Larger elements first keeps every tensor aligned.
@@ -249,20 +314,30 @@ pub fn write_latent(
     let mut writer = SafetensorsWriter::create(&weights, sorted, &meta)?;
     for (n, &i) in order.iter().enumerate() {
         let e = &entries[i];
-        progress(Progress { index: n + 1, total: order.len(), name: &e.name });
+        progress(Progress {
+            index: n + 1,
+            total: order.len(),
+            name: &e.name,
+        });
         match tensors.iter().find(|t| t.name == e.name) {
             Some(t) => source.stream(t, &mut |b| writer.write(b))?,
             None => {
                 // A scale entry: its weight is the tensor named without `_scale`.
                 let weight = e.name.replace(".weight_scale", ".weight");
-                let t = tensors.iter().find(|t| t.name == weight).expect("scale follows its weight");
+                let t = tensors
+                    .iter()
+                    .find(|t| t.name == weight)
+                    .expect("scale follows its weight");
                 let q = source.ternary(t, spec.quant.scale)?;
                 writer.write(&from_f32(Dtype::F32, &q.scales).expect("f32 encodes"))?;
             }
         }
     }
     writer.finish()?;
-    write_atomic(&stage.path().join("config.json"), config.to_json().as_bytes())?;
+    write_atomic(
+        &stage.path().join("config.json"),
+        config.to_json().as_bytes(),
+    )?;
     copy_companions(companions, stage.path())?;
     stage.commit()
 }
@@ -277,16 +352,28 @@ impl WeightSource for Unpacked<'_> {
     fn ternary(&self, t: &TensorSpec, _: ScaleGranularity) -> Result<Ternary> {
         let p = self.ck.ternary(&t.name)?;
         let trits = p.codec.decode_matrix(p.data, p.rows, p.cols)?;
-        Ok(Ternary { trits, scales: p.scales.to_vec() })
+        Ok(Ternary {
+            trits,
+            scales: p.scales.to_vec(),
+        })
     }
 
     fn dtype(&self, t: &TensorSpec) -> Result<Dtype> {
-        Ok(if t.role == TensorRole::Linear { self.dtype } else { self.ck.raw(&t.name)?.0 })
+        Ok(if t.role == TensorRole::Linear {
+            self.dtype
+        } else {
+            self.ck.raw(&t.name)?.0
+        })
     }
 
     fn stream(&self, t: &TensorSpec, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
         if t.role != TensorRole::Linear {
-            return self.ck.raw(&t.name)?.2.chunks(COPY_CHUNK).try_for_each(sink);
+            return self
+                .ck
+                .raw(&t.name)?
+                .2
+                .chunks(COPY_CHUNK)
+                .try_for_each(sink);
         }
         let p = self.ck.ternary(&t.name)?;
         let mut trits = vec![0i8; p.cols];
@@ -315,7 +402,9 @@ pub fn unpack_checkpoint(
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<PathBuf> {
     if !dtype.is_float() {
-        return Err(Error::Usage(format!("cannot unpack to {dtype}: choose f32, bf16 or f16")));
+        return Err(Error::Usage(format!(
+            "cannot unpack to {dtype}: choose f32, bf16 or f16"
+        )));
     }
     let ck = PackedCheckpoint::open(input)?;
     let companions: Vec<PathBuf> = COMPANION_FILES
@@ -324,7 +413,16 @@ pub fn unpack_checkpoint(
         .filter(|p| p.is_file())
         .collect();
     let source = Unpacked { ck: &ck, dtype };
-    write_latent(&source, &ck.config, &ck.spec, &companions, out, overwrite, true, progress)
+    write_latent(
+        &source,
+        &ck.config,
+        &ck.spec,
+        &companions,
+        out,
+        overwrite,
+        true,
+        progress,
+    )
 }
 
 /// Packs any source straight into a packed checkpoint (used by `tern init --bits`).

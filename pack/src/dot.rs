@@ -59,14 +59,11 @@ pub fn dot_f32(codec: Codec, row: &[u8], x: &[f32]) -> f32 {
     // Sum in plain weight order (the layout visits planes, so collect signs first).
     let mut signed = vec![0i8; x.len()];
     for_each_trit(codec, row, x.len(), |t, j| signed[j] = t);
-    signed
-        .iter()
-        .zip(x)
-        .fold(0.0f32, |acc, (&t, &v)| match t {
-            1 => acc + v,
-            -1 => acc - v,
-            _ => acc,
-        })
+    signed.iter().zip(x).fold(0.0f32, |acc, (&t, &v)| match t {
+        1 => acc + v,
+        -1 => acc - v,
+        _ => acc,
+    })
 }
 
 /// `y[r] = Σ_j t[r, j] · x_j` for a packed `[rows, k]` matrix (reference matrix-vector).

@@ -7,12 +7,8 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An operating-system error while touching `path`.
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
 
     /// A `config.json` that is missing, not JSON, or not a model config we serve.
     #[error("{path}: invalid config: {reason}")]
@@ -39,7 +35,9 @@ pub enum Error {
     MissingTensor { path: PathBuf, tensor: String },
 
     /// A tensor no part of the config accounts for.
-    #[error("{path}: unknown tensor `{tensor}` (not part of a `{model_type}` model with this config)")]
+    #[error(
+        "{path}: unknown tensor `{tensor}` (not part of a `{model_type}` model with this config)"
+    )]
     UnknownTensor {
         path: PathBuf,
         tensor: String,
@@ -62,7 +60,7 @@ impl Error {
     pub(crate) fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.as_ref().to_path_buf(),
-            source,
+            err: source,
         }
     }
 

@@ -8,8 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::convert::{PackReport, Progress, WeightSource, pack_source, write_latent};
 use crate::codec::Codec;
+use crate::convert::{PackReport, Progress, WeightSource, pack_source, write_latent};
 use crate::error::{Error, Result};
 use crate::quant::{ScaleGranularity, Ternary, quantize_ternary};
 use crate::safetensors::{Dtype, from_f32};
@@ -61,7 +61,9 @@ impl SplitMix64 {
 
 /// FNV-1a, to derive a per-tensor seed from its name.
 fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// A source of random tensors for a spec.
@@ -135,7 +137,11 @@ pub fn config_dtype(config: &HfConfig) -> Result<Dtype> {
         "float32" => Dtype::F32,
         "bfloat16" => Dtype::BF16,
         "float16" => Dtype::F16,
-        other => return Err(Error::Spec(format!("dtype `{other}` is not float32, bfloat16 or float16"))),
+        other => {
+            return Err(Error::Spec(format!(
+                "dtype `{other}` is not float32, bfloat16 or float16"
+            )));
+        }
     })
 }
 
@@ -159,7 +165,16 @@ pub fn init_checkpoint(
             pack_source(source, config, out, codec, overwrite, progress).map(Some)
         }
         None => {
-            write_latent(source, config, &spec, &[] as &[PathBuf], out, overwrite, false, progress)?;
+            write_latent(
+                source,
+                config,
+                &spec,
+                &[] as &[PathBuf],
+                out,
+                overwrite,
+                false,
+                progress,
+            )?;
             Ok(None)
         }
     }

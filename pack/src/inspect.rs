@@ -50,27 +50,44 @@ pub struct Summary {
 
 /// Counts zero trits in every packed byte (table per codec).
 fn zeros_in(codec: Codec, byte: u8) -> u32 {
-    codec
-        .decode_byte(byte)
-        .map_or(0, |t| t[..codec.trits_per_byte()].iter().filter(|&&x| x == 0).count() as u32)
+    codec.decode_byte(byte).map_or(0, |t| {
+        t[..codec.trits_per_byte()]
+            .iter()
+            .filter(|&&x| x == 0)
+            .count() as u32
+    })
 }
 
 /// Summarises the checkpoint in `dir` (packed or latent).
 pub fn inspect(dir: &Path) -> Result<Summary> {
     let weights = dir.join(WEIGHTS_FILE);
     let is_packed = weights.is_file()
-        && SafetensorsFile::open(&weights)?.header.metadata.get("format").map(String::as_str) == Some(FORMAT);
+        && SafetensorsFile::open(&weights)?
+            .header
+            .metadata
+            .get("format")
+            .map(String::as_str)
+            == Some(FORMAT);
     if is_packed {
         let ck = PackedCheckpoint::open(dir)?;
         let mut s = base(&ck.spec, "packed");
         let codec = ck.codec;
         let table: Vec<u32> = (0..=255u8).map(|b| zeros_in(codec, b)).collect();
         let (mut tbytes, mut tweights, mut zeros) = (0u64, 0u64, 0u64);
-        for t in ck.spec.tensors().iter().filter(|t| t.role == TensorRole::Linear) {
+        for t in ck
+            .spec
+            .tensors()
+            .iter()
+            .filter(|t| t.role == TensorRole::Linear)
+        {
             let p = ck.ternary(&t.name)?;
             tbytes += p.data.len() as u64 + 4 * p.scales.len() as u64;
             tweights += (p.rows * p.cols) as u64;
-            zeros += p.data.iter().map(|&b| table[b as usize] as u64).sum::<u64>();
+            zeros += p
+                .data
+                .iter()
+                .map(|&b| table[b as usize] as u64)
+                .sum::<u64>();
             // Padding slots are zero trits that are not weights.
             let slots = p.row_bytes() * codec.trits_per_byte();
             zeros -= ((slots - p.cols) * p.rows) as u64;
@@ -133,15 +150,28 @@ fn base(spec: &ModelSpec, kind: &str) -> Summary {
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        let size = |b: u64| {
+            let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+            let e = ((b.max(1) as f64).log2() / 10.0).floor().min(4.0) as i32;
+            format!("{:.2} {}", b as f64 / 1024f64.powi(e), units[e as usize])
+        };
         let m = |n: u64| n as f64 / 1e6;
         writeln!(f, "checkpoint      {} ({})", self.kind, self.model_type)?;
         writeln!(
             f,
             "shape           hidden {} · ffn {} · {} layers · {} heads ({} kv, head_dim {}) · vocab {}{}",
-            self.hidden_size, self.intermediate_size, self.num_layers, self.num_heads,
-            self.num_kv_heads, self.head_dim, self.vocab_size,
-            if self.tie_word_embeddings { " · tied head" } else { "" }
+            self.hidden_size,
+            self.intermediate_size,
+            self.num_layers,
+            self.num_heads,
+            self.num_kv_heads,
+            self.head_dim,
+            self.vocab_size,
+            if self.tie_word_embeddings {
+                " · tied head"
+            } else {
+                ""
+            }
         )?;
         writeln!(
             f,
@@ -157,13 +187,28 @@ impl std::fmt::Display for Summary {
             m(self.parameters),
             m(self.linear_parameters)
         )?;
-        if let (Some(codec), Some(bpw), Some(tb), Some(z)) =
-            (&self.codec, self.ternary_bits_per_weight, self.ternary_bytes, self.zero_fraction)
-        {
-            writeln!(f, "codec           {codec} · {bpw:.4} bits per ternary weight (padding and scales included)")?;
-            writeln!(f, "ternary bytes   {:.3} GiB · zero fraction {:.4}", gib(tb), z)?;
+        if let (Some(codec), Some(bpw), Some(tb), Some(z)) = (
+            &self.codec,
+            self.ternary_bits_per_weight,
+            self.ternary_bytes,
+            self.zero_fraction,
+        ) {
+            writeln!(
+                f,
+                "codec           {codec} · {bpw:.4} bits per ternary weight (padding and scales included)"
+            )?;
+            writeln!(f, "ternary bytes   {} · zero fraction {:.4}", size(tb), z)?;
         }
-        writeln!(f, "other bytes     {:.3} GiB (embeddings, norms, head)", gib(self.other_bytes))?;
-        write!(f, "file size       {:.3} GiB ({} bytes)", gib(self.file_bytes), self.file_bytes)
+        writeln!(
+            f,
+            "other bytes     {} (embeddings, norms, head)",
+            size(self.other_bytes)
+        )?;
+        write!(
+            f,
+            "file size       {} ({} bytes)",
+            size(self.file_bytes),
+            self.file_bytes
+        )
     }
 }

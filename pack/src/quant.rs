@@ -84,7 +84,10 @@ pub fn quantize_ternary(
     let shard_len = rows / shards * cols;
     let mut trits = vec![0i8; w.len()];
     let mut scales = Vec::with_capacity(shards);
-    for (src, dst) in w.chunks(shard_len.max(1)).zip(trits.chunks_mut(shard_len.max(1))) {
+    for (src, dst) in w
+        .chunks(shard_len.max(1))
+        .zip(trits.chunks_mut(shard_len.max(1)))
+    {
         scales.push(quantize_shard(src, dst));
     }
     Ok(Ternary { trits, scales })
@@ -117,9 +120,7 @@ fn quantize_shard(w: &[f32], trits: &mut [i8]) -> f32 {
 /// `Some(a)` if every value is `-a`, `0` or `a` for one `a > 0`.
 fn exact_ternary_magnitude(w: &[f32]) -> Option<f32> {
     let a = w.iter().map(|v| v.abs()).find(|&m| m > 0.0)?;
-    w.iter()
-        .all(|&v| v == 0.0 || v.abs() == a)
-        .then_some(a)
+    w.iter().all(|&v| v == 0.0 || v.abs() == a).then_some(a)
 }
 
 /// An f32 `s` with `1 / s == a` exactly (searched a few ulps around `1 / a`), if any.
@@ -187,7 +188,10 @@ mod tests {
     #[test]
     fn exact_ternary_input_is_kept_exactly() {
         let a = 0.037_f32;
-        let w: Vec<f32> = [1, 0, -1, 1, 0, 0, -1, 1].iter().map(|&t| t as f32 * a).collect();
+        let w: Vec<f32> = [1, 0, -1, 1, 0, 0, -1, 1]
+            .iter()
+            .map(|&t| t as f32 * a)
+            .collect();
         let q = quantize_ternary(&w, 2, 4, ScaleGranularity::Tensor).unwrap();
         assert_eq!(q.trits, vec![1, 0, -1, 1, 0, 0, -1, 1]);
         assert_eq!(dequantize(1, q.scales[0]), a);

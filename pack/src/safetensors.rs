@@ -200,7 +200,8 @@ fn parse_entry(
         .get("dtype")
         .and_then(|d| d.as_str())
         .ok_or_else(|| bad("missing `dtype`".into()))?;
-    let dtype = Dtype::parse(dtype_str).ok_or_else(|| bad(format!("unsupported dtype `{dtype_str}`")))?;
+    let dtype =
+        Dtype::parse(dtype_str).ok_or_else(|| bad(format!("unsupported dtype `{dtype_str}`")))?;
     let shape_json = entry
         .get("shape")
         .and_then(|s| s.as_array())
@@ -351,7 +352,9 @@ pub fn from_f32(dtype: Dtype, values: &[f32]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(values.len() * dtype.size());
     match dtype {
         Dtype::F32 => values.iter().for_each(|v| out.extend(v.to_le_bytes())),
-        Dtype::F64 => values.iter().for_each(|&v| out.extend((v as f64).to_le_bytes())),
+        Dtype::F64 => values
+            .iter()
+            .for_each(|&v| out.extend((v as f64).to_le_bytes())),
         Dtype::F16 => values
             .iter()
             .for_each(|&v| out.extend(half::f16::from_f32(v).to_le_bytes())),
@@ -512,12 +515,30 @@ mod tests {
     #[test]
     fn rejects_lies_with_the_tensor_named() {
         let cases = [
-            (r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, "needs 12 bytes"),
-            (r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#, "outside"),
-            (r#"{"a":{"dtype":"Q9","shape":[2],"data_offsets":[0,8]}}"#, "unsupported dtype"),
-            (r#"{"a":{"dtype":"U8","shape":[8],"data_offsets":[0,8]},"b":{"dtype":"U8","shape":[4],"data_offsets":[4,8]}}"#, "overlaps"),
-            (r#"{"a":{"dtype":"U8","shape":[-1],"data_offsets":[0,8]}}"#, "not a non-negative"),
-            (r#"{"a":{"dtype":"U8","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,8]}}"#, "overflow"),
+            (
+                r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#,
+                "needs 12 bytes",
+            ),
+            (
+                r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#,
+                "outside",
+            ),
+            (
+                r#"{"a":{"dtype":"Q9","shape":[2],"data_offsets":[0,8]}}"#,
+                "unsupported dtype",
+            ),
+            (
+                r#"{"a":{"dtype":"U8","shape":[8],"data_offsets":[0,8]},"b":{"dtype":"U8","shape":[4],"data_offsets":[4,8]}}"#,
+                "overlaps",
+            ),
+            (
+                r#"{"a":{"dtype":"U8","shape":[-1],"data_offsets":[0,8]}}"#,
+                "not a non-negative",
+            ),
+            (
+                r#"{"a":{"dtype":"U8","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,8]}}"#,
+                "overflow",
+            ),
         ];
         for (h, want) in cases {
             let err = parse(&file_with(h, &[0; 8])).unwrap_err().to_string();
@@ -530,7 +551,12 @@ mod tests {
         let h = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
         let full = file_with(h, &[0; 8]);
         assert!(parse(&full[..full.len() - 1]).is_err());
-        assert!(parse(&full[..20]).unwrap_err().to_string().contains("runs past"));
+        assert!(
+            parse(&full[..20])
+                .unwrap_err()
+                .to_string()
+                .contains("runs past")
+        );
         let mut huge = u64::MAX.to_le_bytes().to_vec();
         huge.extend([0u8; 16]);
         assert!(parse(&huge).unwrap_err().to_string().contains("exceeds"));
@@ -542,8 +568,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.safetensors");
         let entries = vec![
-            TensorEntry { name: "w".into(), dtype: Dtype::U8, shape: vec![2, 4] },
-            TensorEntry { name: "s".into(), dtype: Dtype::F32, shape: vec![1] },
+            TensorEntry {
+                name: "w".into(),
+                dtype: Dtype::U8,
+                shape: vec![2, 4],
+            },
+            TensorEntry {
+                name: "s".into(),
+                dtype: Dtype::F32,
+                shape: vec![1],
+            },
         ];
         let mut w = SafetensorsWriter::create(&path, entries, &BTreeMap::new()).unwrap();
         w.write(&[1, 2, 3]).unwrap();
@@ -553,6 +587,9 @@ mod tests {
         let f = SafetensorsFile::open(&path).unwrap();
         let s = f.header.get("s").unwrap();
         assert_eq!(f.read_f32(s).unwrap(), vec![2.5]);
-        assert_eq!(f.read(f.header.get("w").unwrap()).unwrap(), vec![1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(
+            f.read(f.header.get("w").unwrap()).unwrap(),
+            vec![1, 2, 3, 4, 5, 6, 7, 8]
+        );
     }
 }

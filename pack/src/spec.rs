@@ -139,7 +139,8 @@ impl HfConfig {
         if file.extension().is_some_and(|e| e == "toml") {
             let value: toml::Value =
                 toml::from_str(&text).map_err(|e| Error::config(&file, e.to_string()))?;
-            let json = serde_json::to_value(value).map_err(|e| Error::config(&file, e.to_string()))?;
+            let json =
+                serde_json::to_value(value).map_err(|e| Error::config(&file, e.to_string()))?;
             return serde_json::from_value(json).map_err(|e| Error::config(&file, e.to_string()));
         }
         Self::parse(&file, &text)
@@ -317,12 +318,20 @@ impl ModelSpec {
             }
         };
         if head_dim % 2 != 0 {
-            return Err(spec_err(format!("head_dim = {head_dim} must be even for RoPE")));
+            return Err(spec_err(format!(
+                "head_dim = {head_dim} must be even for RoPE"
+            )));
         }
         if num_heads * head_dim > MAX_DIM {
-            return Err(spec_err("num_attention_heads × head_dim is too large".into()));
+            return Err(spec_err(
+                "num_attention_heads × head_dim is too large".into(),
+            ));
         }
-        let default_act = if family == Family::BitNet { "relu2" } else { "silu" };
+        let default_act = if family == Family::BitNet {
+            "relu2"
+        } else {
+            "silu"
+        };
         let activation = match cfg.hidden_act.as_deref().unwrap_or(default_act) {
             "silu" | "swish" => Activation::Silu,
             "relu2" => Activation::Relu2,
@@ -334,14 +343,21 @@ impl ModelSpec {
         };
         let rms_norm_eps = cfg.rms_norm_eps.unwrap_or(1e-6);
         if !(rms_norm_eps.is_finite() && rms_norm_eps > 0.0 && rms_norm_eps < 1.0) {
-            return Err(spec_err(format!("rms_norm_eps = {rms_norm_eps} must lie in (0, 1)")));
+            return Err(spec_err(format!(
+                "rms_norm_eps = {rms_norm_eps} must lie in (0, 1)"
+            )));
         }
         let rope_theta = cfg.rope_theta_any().unwrap_or(10_000.0);
         if !(rope_theta.is_finite() && rope_theta > 1.0) {
-            return Err(spec_err(format!("rope_theta = {rope_theta} must be finite and > 1")));
+            return Err(spec_err(format!(
+                "rope_theta = {rope_theta} must be finite and > 1"
+            )));
         }
-        let max_position_embeddings =
-            nonzero("max_position_embeddings", cfg.max_position_embeddings.unwrap_or(2048), 1 << 24)?;
+        let max_position_embeddings = nonzero(
+            "max_position_embeddings",
+            cfg.max_position_embeddings.unwrap_or(2048),
+            1 << 24,
+        )?;
         let attention_bias = cfg.attention_bias.unwrap_or(false);
         let quant = Self::quant_from(cfg, family)?;
         let spec = ModelSpec {
@@ -365,7 +381,11 @@ impl ModelSpec {
             quant,
         };
         if let ScaleGranularity::Shards(n) = spec.quant.scale {
-            for t in spec.tensors().iter().filter(|t| t.role == TensorRole::Linear) {
+            for t in spec
+                .tensors()
+                .iter()
+                .filter(|t| t.role == TensorRole::Linear)
+            {
                 if t.shape[0] % n != 0 {
                     return Err(spec_err(format!(
                         "weight_shards = {n} does not divide the {} rows of `{}`",
@@ -424,37 +444,78 @@ impl ModelSpec {
         let q_out = self.num_heads * self.head_dim;
         let kv_out = self.num_kv_heads * self.head_dim;
         let mut out = Vec::new();
-        let mut push = |name: String, shape: Vec<usize>, role| {
-            out.push(TensorSpec { name, shape, role })
-        };
-        push("model.embed_tokens.weight".into(), vec![v, h], TensorRole::Embedding);
+        let mut push =
+            |name: String, shape: Vec<usize>, role| out.push(TensorSpec { name, shape, role });
+        push(
+            "model.embed_tokens.weight".into(),
+            vec![v, h],
+            TensorRole::Embedding,
+        );
         for l in 0..self.num_layers {
             let p = format!("model.layers.{l}");
-            push(format!("{p}.input_layernorm.weight"), vec![h], TensorRole::Norm);
+            push(
+                format!("{p}.input_layernorm.weight"),
+                vec![h],
+                TensorRole::Norm,
+            );
             for (name, out_dim, in_dim) in [
                 ("q_proj", q_out, h),
                 ("k_proj", kv_out, h),
                 ("v_proj", kv_out, h),
                 ("o_proj", h, q_out),
             ] {
-                push(format!("{p}.self_attn.{name}.weight"), vec![out_dim, in_dim], TensorRole::Linear);
-                let biased = if name == "o_proj" { self.o_bias } else { self.qkv_bias };
+                push(
+                    format!("{p}.self_attn.{name}.weight"),
+                    vec![out_dim, in_dim],
+                    TensorRole::Linear,
+                );
+                let biased = if name == "o_proj" {
+                    self.o_bias
+                } else {
+                    self.qkv_bias
+                };
                 if biased {
-                    push(format!("{p}.self_attn.{name}.bias"), vec![out_dim], TensorRole::Bias);
+                    push(
+                        format!("{p}.self_attn.{name}.bias"),
+                        vec![out_dim],
+                        TensorRole::Bias,
+                    );
                 }
             }
             if self.sub_norms {
-                push(format!("{p}.self_attn.attn_sub_norm.weight"), vec![q_out], TensorRole::Norm);
+                push(
+                    format!("{p}.self_attn.attn_sub_norm.weight"),
+                    vec![q_out],
+                    TensorRole::Norm,
+                );
             }
-            push(format!("{p}.post_attention_layernorm.weight"), vec![h], TensorRole::Norm);
-            for (name, out_dim, in_dim) in [("gate_proj", i, h), ("up_proj", i, h), ("down_proj", h, i)] {
-                push(format!("{p}.mlp.{name}.weight"), vec![out_dim, in_dim], TensorRole::Linear);
+            push(
+                format!("{p}.post_attention_layernorm.weight"),
+                vec![h],
+                TensorRole::Norm,
+            );
+            for (name, out_dim, in_dim) in
+                [("gate_proj", i, h), ("up_proj", i, h), ("down_proj", h, i)]
+            {
+                push(
+                    format!("{p}.mlp.{name}.weight"),
+                    vec![out_dim, in_dim],
+                    TensorRole::Linear,
+                );
                 if self.mlp_bias {
-                    push(format!("{p}.mlp.{name}.bias"), vec![out_dim], TensorRole::Bias);
+                    push(
+                        format!("{p}.mlp.{name}.bias"),
+                        vec![out_dim],
+                        TensorRole::Bias,
+                    );
                 }
             }
             if self.sub_norms {
-                push(format!("{p}.mlp.ffn_sub_norm.weight"), vec![i], TensorRole::Norm);
+                push(
+                    format!("{p}.mlp.ffn_sub_norm.weight"),
+                    vec![i],
+                    TensorRole::Norm,
+                );
             }
         }
         push("model.norm.weight".into(), vec![h], TensorRole::Norm);
@@ -509,7 +570,10 @@ mod tests {
         assert_eq!(spec.head_dim, 128);
         assert_eq!(spec.quant.activations, ActivationQuant::Int8);
         // 30 × (2560·(2560 + 2·640 + 2560) + 3·2560·6912) ternary weights.
-        assert_eq!(spec.num_linear_parameters(), 30 * (2560 * 6400 + 3 * 2560 * 6912));
+        assert_eq!(
+            spec.num_linear_parameters(),
+            30 * (2560 * 6400 + 3 * 2560 * 6912)
+        );
         assert_eq!(spec.tensors().len(), 1 + 30 * 11 + 1);
     }
 
@@ -524,8 +588,14 @@ mod tests {
     #[test]
     fn rejects_inconsistent_shapes() {
         let cases = [
-            (r#""num_key_value_heads": 3"#, "does not divide num_attention_heads"),
-            (r#""num_attention_heads": 15"#, "does not divide hidden_size"),
+            (
+                r#""num_key_value_heads": 3"#,
+                "does not divide num_attention_heads",
+            ),
+            (
+                r#""num_attention_heads": 15"#,
+                "does not divide hidden_size",
+            ),
             (r#""hidden_act": "gelu""#, "hidden_act"),
             (r#""hidden_size": 0"#, "hidden_size = 0"),
             (r#""rms_norm_eps": -1.0"#, "rms_norm_eps"),
@@ -554,7 +624,12 @@ mod tests {
         assert_eq!(spec.quant.scale, ScaleGranularity::Shards(4));
         assert_eq!(spec.quant.activations, ActivationQuant::None);
         let bad = json.replace(r#""weight_shards": 4"#, r#""weight_shards": 7"#);
-        assert!(ModelSpec::from_config(&cfg(&bad)).unwrap_err().to_string().contains("does not divide"));
+        assert!(
+            ModelSpec::from_config(&cfg(&bad))
+                .unwrap_err()
+                .to_string()
+                .contains("does not divide")
+        );
     }
 
     #[test]
@@ -563,6 +638,9 @@ mod tests {
             r#""rope_theta": 500000.0"#,
             r#""rope_parameters": {"rope_theta": 250000.0, "rope_type": "default"}"#,
         );
-        assert_eq!(ModelSpec::from_config(&cfg(&json)).unwrap().rope_theta, 250000.0);
+        assert_eq!(
+            ModelSpec::from_config(&cfg(&json)).unwrap().rope_theta,
+            250000.0
+        );
     }
 }

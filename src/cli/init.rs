@@ -42,8 +42,16 @@ pub fn run(a: InitArgs) -> anyhow::Result<()> {
         dtype: config_dtype(&config).with_context(|| a.config.display().to_string())?,
     };
     let bar = TensorBar::new("init");
-    let report = init_checkpoint(&config, &a.out, a.bits, &source, a.force, &mut |p| bar.update(p))
-        .with_context(|| format!("cannot initialise {} from {}", a.out.display(), a.config.display()))?;
+    let report = init_checkpoint(&config, &a.out, a.bits, &source, a.force, &mut |p| {
+        bar.update(p)
+    })
+    .with_context(|| {
+        format!(
+            "cannot initialise {} from {}",
+            a.out.display(),
+            a.config.display()
+        )
+    })?;
     bar.finish();
     match report {
         Some(r) => eprintln!(
@@ -54,7 +62,11 @@ pub fn run(a: InitArgs) -> anyhow::Result<()> {
             r.file_bytes as f64 / (1 << 20) as f64,
             start.elapsed()
         ),
-        None => eprintln!("wrote latent checkpoint {} in {:.1?}", a.out.display(), start.elapsed()),
+        None => eprintln!(
+            "wrote latent checkpoint {} in {:.1?}",
+            a.out.display(),
+            start.elapsed()
+        ),
     }
     Ok(())
 }

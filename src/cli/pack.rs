@@ -93,13 +93,25 @@ fn quant_for(a: &PackArgs) -> anyhow::Result<Option<QuantSpec>> {
             "note: {} has no `tern` section; packing its linear layers as ternary \
              (TriLM-style: {} scale, {} activations)",
             a.input.join("config.json").display(),
-            if a.scale.is_some() { "the given" } else { "per-tensor" },
-            if a.activations == Some(ActivationQuant::Int8) { "int8" } else { "floating-point" },
+            if a.scale.is_some() {
+                "the given"
+            } else {
+                "per-tensor"
+            },
+            if a.activations == Some(ActivationQuant::Int8) {
+                "int8"
+            } else {
+                "floating-point"
+            },
         );
     }
     Ok(Some(QuantSpec {
         weights: WeightKind::Ternary,
-        scale: a.scale.unwrap_or(if declared { base.scale } else { ScaleGranularity::Tensor }),
+        scale: a.scale.unwrap_or(if declared {
+            base.scale
+        } else {
+            ScaleGranularity::Tensor
+        }),
         activations: a.activations.unwrap_or(base.activations),
     }))
 }
@@ -114,7 +126,12 @@ pub fn run(a: PackArgs) -> anyhow::Result<()> {
         let out = unpack_checkpoint(&a.input, &a.out, a.dtype, a.force, &mut |p| bar.update(p))
             .with_context(|| format!("cannot unpack {}", a.input.display()))?;
         bar.finish();
-        eprintln!("unpacked to {} ({} weights) in {:.1?}", out.display(), a.dtype, start.elapsed());
+        eprintln!(
+            "unpacked to {} ({} weights) in {:.1?}",
+            out.display(),
+            a.dtype,
+            start.elapsed()
+        );
         return Ok(());
     }
     let opts = PackOptions {

@@ -57,25 +57,35 @@ impl LatentCheckpoint {
             let mut file_ids: BTreeMap<String, usize> = BTreeMap::new();
             for shard in weight_map.values().collect::<BTreeSet<_>>() {
                 if shard.contains('/') || shard.contains('\\') || shard.starts_with('.') {
-                    return Err(Error::config(&index, format!("shard name `{shard}` is not a plain file name")));
+                    return Err(Error::config(
+                        &index,
+                        format!("shard name `{shard}` is not a plain file name"),
+                    ));
                 }
                 file_ids.insert(shard.clone(), files.len());
                 files.push(SafetensorsFile::open(&dir.join(shard))?);
             }
             for (name, shard) in &weight_map {
                 let id = file_ids[shard];
-                let info = files[id].header.get(name).cloned().ok_or_else(|| Error::MissingTensor {
-                    path: files[id].path.clone(),
-                    tensor: name.clone(),
-                })?;
+                let info =
+                    files[id]
+                        .header
+                        .get(name)
+                        .cloned()
+                        .ok_or_else(|| Error::MissingTensor {
+                            path: files[id].path.clone(),
+                            tensor: name.clone(),
+                        })?;
                 tensors.insert(name.clone(), (id, info));
             }
             for (id, f) in files.iter().enumerate() {
                 for t in &f.header.tensors {
                     if !tensors.contains_key(&t.name) {
-                        return Err(Error::tensor(&f.path, &t.name, format!(
-                            "present in the shard but not listed in {}", index.display()
-                        )));
+                        return Err(Error::tensor(
+                            &f.path,
+                            &t.name,
+                            format!("present in the shard but not listed in {}", index.display()),
+                        ));
                     }
                     debug_assert!(tensors[&t.name].0 == id || weight_map.contains_key(&t.name));
                 }
@@ -169,9 +179,15 @@ impl LatentCheckpoint {
                     let (sfile, sinfo) = self.entry(&scale_name)?;
                     let scales = sfile.read_f32(sinfo)?;
                     if scales.len() != granularity.count() {
-                        return Err(Error::tensor(&sfile.path, &scale_name, format!(
-                            "{} scales, but the config asks for {}", scales.len(), granularity.count()
-                        )));
+                        return Err(Error::tensor(
+                            &sfile.path,
+                            &scale_name,
+                            format!(
+                                "{} scales, but the config asks for {}",
+                                scales.len(),
+                                granularity.count()
+                            ),
+                        ));
                     }
                     check_scales(&sfile.path, &scale_name, &scales)?;
                     let trits = trits_with_scales(&w, &scales, dtype)
@@ -189,13 +205,18 @@ impl LatentCheckpoint {
                 let (sfile, sinfo) = self.entry(&scale_name)?;
                 let scales = sfile.read_f32(sinfo)?;
                 if scales.len() != 1 {
-                    return Err(Error::tensor(&sfile.path, &scale_name, format!(
-                        "expected one scale, found shape {:?}", sinfo.shape
-                    )));
+                    return Err(Error::tensor(
+                        &sfile.path,
+                        &scale_name,
+                        format!("expected one scale, found shape {:?}", sinfo.shape),
+                    ));
                 }
                 if granularity != ScaleGranularity::Tensor {
-                    return Err(Error::tensor(&sfile.path, &scale_name,
-                        "a BitNet packed weight has one scale per tensor, but the config asks for shards"));
+                    return Err(Error::tensor(
+                        &sfile.path,
+                        &scale_name,
+                        "a BitNet packed weight has one scale per tensor, but the config asks for shards",
+                    ));
                 }
                 check_scales(&sfile.path, &scale_name, &scales)?;
                 Ok(Ternary { trits, scales })
@@ -219,11 +240,15 @@ impl LatentCheckpoint {
             if info.dtype.is_float() {
                 if let Some(vals) = to_f32(info.dtype, &buf[..n]) {
                     if let Some(i) = vals.iter().position(|v| !v.is_finite()) {
-                        return Err(Error::tensor(&file.path, name, format!(
-                            "value {} at flat index {} is not finite",
-                            vals[i],
-                            done as usize / info.dtype.size() + i
-                        )));
+                        return Err(Error::tensor(
+                            &file.path,
+                            name,
+                            format!(
+                                "value {} at flat index {} is not finite",
+                                vals[i],
+                                done as usize / info.dtype.size() + i
+                            ),
+                        ));
                     }
                 }
             }
@@ -276,9 +301,14 @@ fn trits_with_scales(w: &[f32], scales: &[f32], dtype: Dtype) -> Result<Vec<i8>,
 /// Scales must be finite and positive (they divide).
 pub(crate) fn check_scales(path: &Path, name: &str, scales: &[f32]) -> Result<()> {
     match scales.iter().position(|s| !(s.is_finite() && *s > 0.0)) {
-        Some(i) => Err(Error::tensor(path, name, format!(
-            "scale {} at index {i} is not a finite positive number", scales[i]
-        ))),
+        Some(i) => Err(Error::tensor(
+            path,
+            name,
+            format!(
+                "scale {} at index {i} is not a finite positive number",
+                scales[i]
+            ),
+        )),
         None => Ok(()),
     }
 }
@@ -286,7 +316,10 @@ pub(crate) fn check_scales(path: &Path, name: &str, scales: &[f32]) -> Result<()
 fn read_index(index: &Path) -> Result<BTreeMap<String, String>> {
     let len = std::fs::metadata(index).at(index)?.len();
     if len > MAX_INDEX_BYTES {
-        return Err(Error::config(index, format!("{len} bytes is larger than any real index")));
+        return Err(Error::config(
+            index,
+            format!("{len} bytes is larger than any real index"),
+        ));
     }
     let text = std::fs::read_to_string(index).at(index)?;
     let v: serde_json::Value =
@@ -309,7 +342,10 @@ fn read_index(index: &Path) -> Result<BTreeMap<String, String>> {
 pub fn unpack_hf_bitnet(packed: &[u8], rows: usize, cols: usize) -> Result<Vec<i8>, String> {
     let quarter = rows / 4;
     if rows % 4 != 0 || packed.len() != quarter * cols {
-        return Err(format!("packed length {} does not fit [{rows}, {cols}]", packed.len()));
+        return Err(format!(
+            "packed length {} does not fit [{rows}, {cols}]",
+            packed.len()
+        ));
     }
     let mut trits = vec![0i8; rows * cols];
     for (r, src) in packed.chunks_exact(cols.max(1)).enumerate() {
@@ -350,8 +386,15 @@ mod tests {
         // unpacks to rows [0,-1],[-1,1],[-1,1],[-1,1],[1,0],[0,-1],[1,-1],[1,-1].
         let packed = [0b1010_0001u8, 0b0001_1000, 0b1001_0000, 0b0000_1010];
         let trits = unpack_hf_bitnet(&packed, 8, 2).unwrap();
-        assert_eq!(trits, vec![0, -1, -1, 1, -1, 1, -1, 1, 1, 0, 0, -1, 1, -1, 1, -1]);
+        assert_eq!(
+            trits,
+            vec![0, -1, -1, 1, -1, 1, -1, 1, 1, 0, 0, -1, 1, -1, 1, -1]
+        );
         assert_eq!(pack_hf_bitnet(&trits, 8, 2), packed);
-        assert!(unpack_hf_bitnet(&[0xff, 0, 0, 0], 8, 2).unwrap_err().contains("code 3"));
+        assert!(
+            unpack_hf_bitnet(&[0xff, 0, 0, 0], 8, 2)
+                .unwrap_err()
+                .contains("code 3")
+        );
     }
 }

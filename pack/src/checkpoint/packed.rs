@@ -105,8 +105,10 @@ impl PackedCheckpoint {
         let spec = ModelSpec::from_config(&config)
             .map_err(|e| Error::config(&config_path, e.to_string()))?;
         if !spec.is_ternary() {
-            return Err(Error::config(&config_path,
-                "the `tern` section says the weights are full precision; this is not a packed checkpoint"));
+            return Err(Error::config(
+                &config_path,
+                "the `tern` section says the weights are full precision; this is not a packed checkpoint",
+            ));
         }
         let path = dir.join(WEIGHTS_FILE);
         let file = SafetensorsFile::open(&path)?;
@@ -114,29 +116,33 @@ impl PackedCheckpoint {
         match meta.get("format").map(String::as_str) {
             Some(FORMAT) => {}
             other => {
-                return Err(Error::header(&path, format!(
-                    "metadata `format` is {other:?}, not \"{FORMAT}\": not a tern packed checkpoint (a latent one? use `tern pack` first)"
-                )));
+                return Err(Error::header(
+                    &path,
+                    format!(
+                        "metadata `format` is {other:?}, not \"{FORMAT}\": not a tern packed checkpoint (a latent one? use `tern pack` first)"
+                    ),
+                ));
             }
         }
         match meta.get("format_version").map(String::as_str) {
             Some(FORMAT_VERSION) => {}
             other => {
-                return Err(Error::header(&path, format!(
-                    "format_version {other:?} is not supported by this build (reads \"{FORMAT_VERSION}\")"
-                )));
+                return Err(Error::header(
+                    &path,
+                    format!(
+                        "format_version {other:?} is not supported by this build (reads \"{FORMAT_VERSION}\")"
+                    ),
+                ));
             }
         }
         let codec_name = meta.get("codec").map(String::as_str).unwrap_or("");
-        let codec = Codec::from_name(codec_name).ok_or_else(|| {
-            Error::header(&path, format!("unknown codec `{codec_name}`"))
-        })?;
+        let codec = Codec::from_name(codec_name)
+            .ok_or_else(|| Error::header(&path, format!("unknown codec `{codec_name}`")))?;
         // SAFETY: the map is read-only; tern never writes a checkpoint in place (writes go to a
         // temporary directory renamed over the old one), so the mapped file does not change
         // under us unless another program truncates it, which no checkpoint format can defend
         // against.
-        let map = unsafe { Mmap::map(file.file()) }
-            .map_err(|e| Error::io(&path, e))?;
+        let map = unsafe { Mmap::map(file.file()) }.map_err(|e| Error::io(&path, e))?;
         if (map.len() as u64) < file.header.tensors.last().map_or(0, |t| t.offset + t.len) {
             return Err(Error::header(&path, "file shrank while being opened"));
         }
@@ -172,10 +178,14 @@ impl PackedCheckpoint {
                 let (rows, cols) = (t.shape[0], t.shape[1]);
                 let want = [rows, self.codec.row_bytes(cols)];
                 if info.dtype != Dtype::U8 || info.shape != want {
-                    return Err(Error::tensor(&path, &t.name, format!(
-                        "expected packed U8 {want:?} for a [{rows}, {cols}] weight, found {} {:?}",
-                        info.dtype, info.shape
-                    )));
+                    return Err(Error::tensor(
+                        &path,
+                        &t.name,
+                        format!(
+                            "expected packed U8 {want:?} for a [{rows}, {cols}] weight, found {} {:?}",
+                            info.dtype, info.shape
+                        ),
+                    ));
                 }
                 let bytes = &self.map[info.offset as usize..(info.offset + info.len) as usize];
                 validate_packed(self.codec, bytes, rows, cols, &mut scratch)
@@ -184,9 +194,14 @@ impl PackedCheckpoint {
                 expected.insert(sname.clone(), ());
                 let sinfo = self.info(&sname)?.clone();
                 if sinfo.dtype != Dtype::F32 || sinfo.shape != [n_scales] {
-                    return Err(Error::tensor(&path, &sname, format!(
-                        "expected F32 [{n_scales}], found {} {:?}", sinfo.dtype, sinfo.shape
-                    )));
+                    return Err(Error::tensor(
+                        &path,
+                        &sname,
+                        format!(
+                            "expected F32 [{n_scales}], found {} {:?}",
+                            sinfo.dtype, sinfo.shape
+                        ),
+                    ));
                 }
                 let raw = &self.map[sinfo.offset as usize..(sinfo.offset + sinfo.len) as usize];
                 let scales: Vec<f32> = raw
@@ -219,9 +234,10 @@ impl PackedCheckpoint {
     /// The packed matrix of linear weight `name`.
     pub fn ternary(&self, name: &str) -> Result<PackedTensor<'_>> {
         let info = self.info(name)?;
-        let (cols, scales) = self.linears.get(name).ok_or_else(|| {
-            Error::tensor(&self.path, name, "is not a ternary linear weight")
-        })?;
+        let (cols, scales) = self
+            .linears
+            .get(name)
+            .ok_or_else(|| Error::tensor(&self.path, name, "is not a ternary linear weight"))?;
         Ok(PackedTensor {
             codec: self.codec,
             rows: info.shape[0],
@@ -262,10 +278,14 @@ impl PackedCheckpoint {
 /// Checks a non-ternary tensor's dtype and shape against its spec.
 fn check_float_tensor(path: &Path, t: &TensorSpec, info: &TensorInfo) -> Result<()> {
     if !info.dtype.is_float() || info.shape != t.shape {
-        return Err(Error::tensor(path, &t.name, format!(
-            "expected a float tensor {:?}, found {} {:?}",
-            t.shape, info.dtype, info.shape
-        )));
+        return Err(Error::tensor(
+            path,
+            &t.name,
+            format!(
+                "expected a float tensor {:?}, found {} {:?}",
+                t.shape, info.dtype, info.shape
+            ),
+        ));
     }
     Ok(())
 }
@@ -288,7 +308,10 @@ pub fn validate_packed(
     let full = codec.full_groups(cols) * crate::codec::GROUP_BYTES;
     for (r, row) in bytes.chunks_exact(rb.max(1)).enumerate() {
         // Full groups: only byte validity matters; the tail also has padding slots to check.
-        if let Some(i) = row[..full].iter().position(|&b| codec.decode_byte(b).is_none()) {
+        if let Some(i) = row[..full]
+            .iter()
+            .position(|&b| codec.decode_byte(b).is_none())
+        {
             return Err(Error::Codec(format!(
                 "row {r}, byte {i}: {:#04x} is not a valid {} code",
                 row[i],

@@ -19,7 +19,8 @@ pub struct Group {
 }
 const _: () = assert!(std::mem::size_of::<Group>() == super::GROUP_BYTES);
 // 32 bytes * 8 bits = 256 bits for 160 weights: 1.6 bits per weight.
-const _: () = assert!(std::mem::size_of::<Group>() * 8 * 10 == 16 * super::GROUP_BYTES * TRITS_PER_BYTE);
+const _: () =
+    assert!(std::mem::size_of::<Group>() * 8 * 10 == 16 * super::GROUP_BYTES * TRITS_PER_BYTE);
 
 const POW3: [u16; 5] = [1, 3, 9, 27, 81];
 
