@@ -88,6 +88,17 @@ impl PackReport {
     }
 }
 
+/// Where a writer puts its checkpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct Destination<'a> {
+    /// The output directory (appears only when complete).
+    pub dir: &'a Path,
+    /// Replace an existing directory.
+    pub overwrite: bool,
+    /// Files copied beside the weights (tokenizer, generation config).
+    pub companions: &'a [PathBuf],
+}
+
 /// Options of [`pack_checkpoint`].
 #[derive(Debug, Clone)]
 pub struct PackOptions {
@@ -126,16 +137,12 @@ pub fn pack_checkpoint(
         companions.retain(|p| !p.ends_with("tokenizer.json"));
         companions.push(tok.clone());
     }
-    write_packed(
-        &ck,
-        &config,
-        &spec,
-        &companions,
-        out,
-        opts.codec,
-        opts.overwrite,
-        progress,
-    )
+    let dest = Destination {
+        dir: out,
+        overwrite: opts.overwrite,
+        companions: &companions,
+    };
+    write_packed(&ck, &config, &spec, dest, opts.codec, progress)
 }
 
 /// Where the bytes of an output tensor come from.
@@ -158,15 +165,12 @@ fn order_key(part: &Part<'_>, dtype: Dtype) -> u8 {
 }
 
 /// Writes a packed checkpoint of `spec` from `source` into `out`.
-#[allow(clippy::too_many_arguments)]
 pub fn write_packed(
     source: &dyn WeightSource,
     config: &HfConfig,
     spec: &ModelSpec,
-    companions: &[PathBuf],
-    out: &Path,
+    dest: Destination<'_>,
     codec: Codec,
-    overwrite: bool,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<PackReport> {
     let tensors = spec.tensors();
@@ -207,7 +211,7 @@ pub fn write_packed(
     }
     parts.sort_by_key(|(k, _, _)| *k);
 
-    let stage = StagedDir::create(out, overwrite)?;
+    let stage = StagedDir::create(dest.dir, dest.overwrite)?;
     let weights = stage.path().join(WEIGHTS_FILE);
     let entries = parts.iter().map(|(_, _, e)| e.clone()).collect();
     let mut writer = SafetensorsWriter::create(&weights, entries, &packed::metadata(codec))?;
@@ -247,7 +251,7 @@ pub fn write_packed(
         &stage.path().join("config.json"),
         out_config.to_json().as_bytes(),
     )?;
-    copy_companions(companions, stage.path())?;
+    copy_companions(dest.companions, stage.path())?;
     let file_bytes = std::fs::metadata(&weights).at(&weights)?.len();
     let out_dir = stage.commit()?;
     Ok(PackReport {
@@ -281,9 +285,7 @@ pub fn write_latent(
     source: &dyn WeightSource,
     config: &HfConfig,
     spec: &ModelSpec,
-    companions: &[PathBuf],
-    out: &Path,
-    overwrite: bool,
+    dest: Destination<'_>,
     with_scales: bool,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<PathBuf> {
@@ -307,7 +309,7 @@ pub fn write_latent(
     // Larger elements first keeps every tensor aligned.
     let mut order: Vec<usize> = (0..entries.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(entries[i].dtype.size()));
-    let stage = StagedDir::create(out, overwrite)?;
+    let stage = StagedDir::create(dest.dir, dest.overwrite)?;
     let weights = stage.path().join(WEIGHTS_FILE);
     let sorted = order.iter().map(|&i| entries[i].clone()).collect();
     let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
@@ -338,7 +340,7 @@ pub fn write_latent(
         &stage.path().join("config.json"),
         config.to_json().as_bytes(),
     )?;
-    copy_companions(companions, stage.path())?;
+    copy_companions(dest.companions, stage.path())?;
     stage.commit()
 }
 
@@ -413,16 +415,12 @@ pub fn unpack_checkpoint(
         .filter(|p| p.is_file())
         .collect();
     let source = Unpacked { ck: &ck, dtype };
-    write_latent(
-        &source,
-        &ck.config,
-        &ck.spec,
-        &companions,
-        out,
+    let dest = Destination {
+        dir: out,
         overwrite,
-        true,
-        progress,
-    )
+        companions: &companions,
+    };
+    write_latent(&source, &ck.config, &ck.spec, dest, true, progress)
 }
 
 /// Packs any source straight into a packed checkpoint (used by `tern init --bits`).
@@ -435,5 +433,10 @@ pub fn pack_source(
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<PackReport> {
     let spec = ModelSpec::from_config(config).map_err(|e| Error::Spec(e.to_string()))?;
-    write_packed(source, config, &spec, &[], out, codec, overwrite, progress)
+    let dest = Destination {
+        dir: out,
+        overwrite,
+        companions: &[],
+    };
+    write_packed(source, config, &spec, dest, codec, progress)
 }

@@ -6,10 +6,10 @@
 //! tensors can be generated independently and streamed.
 //! Linear weights and embeddings are N(0, `std`²) (Box–Muller); norms are 1; biases are 0.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::codec::Codec;
-use crate::convert::{PackReport, Progress, WeightSource, pack_source, write_latent};
+use crate::convert::{Destination, PackReport, Progress, WeightSource, pack_source, write_latent};
 use crate::error::{Error, Result};
 use crate::quant::{ScaleGranularity, Ternary, quantize_ternary};
 use crate::safetensors::{Dtype, from_f32};
@@ -165,16 +165,12 @@ pub fn init_checkpoint(
             pack_source(source, config, out, codec, overwrite, progress).map(Some)
         }
         None => {
-            write_latent(
-                source,
-                config,
-                &spec,
-                &[] as &[PathBuf],
-                out,
+            let dest = Destination {
+                dir: out,
                 overwrite,
-                false,
-                progress,
-            )?;
+                companions: &[],
+            };
+            write_latent(source, config, &spec, dest, false, progress)?;
             Ok(None)
         }
     }

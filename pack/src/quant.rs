@@ -74,7 +74,10 @@ pub fn quantize_ternary(
 ) -> Result<Ternary, NonFinite> {
     assert_eq!(w.len(), rows * cols, "matrix length");
     let shards = granularity.count();
-    assert!(shards > 0 && rows % shards == 0, "shards must divide rows");
+    assert!(
+        shards > 0 && rows.is_multiple_of(shards),
+        "shards must divide rows"
+    );
     if let Some(index) = w.iter().position(|v| !v.is_finite()) {
         return Err(NonFinite {
             index,
@@ -94,19 +97,19 @@ pub fn quantize_ternary(
 }
 
 fn quantize_shard(w: &[f32], trits: &mut [i8]) -> f32 {
-    if let Some(a) = exact_ternary_magnitude(w) {
-        if let Some(s) = reciprocal_of(a) {
-            for (t, &v) in trits.iter_mut().zip(w) {
-                *t = if v > 0.0 {
-                    1
-                } else if v < 0.0 {
-                    -1
-                } else {
-                    0
-                };
-            }
-            return s;
+    if let Some(a) = exact_ternary_magnitude(w)
+        && let Some(s) = reciprocal_of(a)
+    {
+        for (t, &v) in trits.iter_mut().zip(w) {
+            *t = if v > 0.0 {
+                1
+            } else if v < 0.0 {
+                -1
+            } else {
+                0
+            };
         }
+        return s;
     }
     let sum: f64 = w.iter().map(|v| v.abs() as f64).sum();
     let mean = ((sum / w.len().max(1) as f64) as f32).max(ABSMEAN_EPS);

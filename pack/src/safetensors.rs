@@ -422,7 +422,7 @@ impl SafetensorsWriter {
             offset = end;
         }
         let mut json = serde_json::to_vec(&obj).expect("header serializes");
-        while json.len() % 8 != 0 {
+        while !json.len().is_multiple_of(8) {
             json.push(b' ');
         }
         let file = File::create(path).at(path)?;

@@ -160,7 +160,8 @@ fn corrupted_latent_checkpoints_are_refused_with_file_and_tensor_named() {
 
 #[test]
 fn broken_files_are_refused() {
-    let cases: Vec<(&str, fn(&Path), &str)> = vec![
+    type Corrupt = fn(&Path);
+    let cases: Vec<(&str, Corrupt, &str)> = vec![
         (
             "truncated",
             |f| {

@@ -237,20 +237,19 @@ impl LatentCheckpoint {
         while done < info.len {
             let n = (info.len - done).min(buf.len() as u64) as usize;
             file.read_range(info, done, &mut buf[..n])?;
-            if info.dtype.is_float() {
-                if let Some(vals) = to_f32(info.dtype, &buf[..n]) {
-                    if let Some(i) = vals.iter().position(|v| !v.is_finite()) {
-                        return Err(Error::tensor(
-                            &file.path,
-                            name,
-                            format!(
-                                "value {} at flat index {} is not finite",
-                                vals[i],
-                                done as usize / info.dtype.size() + i
-                            ),
-                        ));
-                    }
-                }
+            if info.dtype.is_float()
+                && let Some(vals) = to_f32(info.dtype, &buf[..n])
+                && let Some(i) = vals.iter().position(|v| !v.is_finite())
+            {
+                return Err(Error::tensor(
+                    &file.path,
+                    name,
+                    format!(
+                        "value {} at flat index {} is not finite",
+                        vals[i],
+                        done as usize / info.dtype.size() + i
+                    ),
+                ));
             }
             sink(&buf[..n])?;
             done += n as u64;
@@ -341,7 +340,7 @@ fn read_index(index: &Path) -> Result<BTreeMap<String, String>> {
 /// in bits `2i..2i+2` as `trit + 1`. Returns row-major `[rows, cols]` trits.
 pub fn unpack_hf_bitnet(packed: &[u8], rows: usize, cols: usize) -> Result<Vec<i8>, String> {
     let quarter = rows / 4;
-    if rows % 4 != 0 || packed.len() != quarter * cols {
+    if !rows.is_multiple_of(4) || packed.len() != quarter * cols {
         return Err(format!(
             "packed length {} does not fit [{rows}, {cols}]",
             packed.len()
@@ -366,7 +365,7 @@ pub fn unpack_hf_bitnet(packed: &[u8], rows: usize, cols: usize) -> Result<Vec<i
 
 /// The inverse of [`unpack_hf_bitnet`] (for fixtures and export).
 pub fn pack_hf_bitnet(trits: &[i8], rows: usize, cols: usize) -> Vec<u8> {
-    assert!(rows % 4 == 0 && trits.len() == rows * cols);
+    assert!(rows.is_multiple_of(4) && trits.len() == rows * cols);
     let quarter = rows / 4;
     let mut out = vec![0u8; quarter * cols];
     for (j, &t) in trits.iter().enumerate() {

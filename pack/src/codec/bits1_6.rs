@@ -28,7 +28,7 @@ const POW3: [u16; 5] = [1, 3, 9, 27, 81];
 #[inline]
 pub const fn encode_byte(d: [u8; 5]) -> u8 {
     let v = d[0] as u16 * 81 + d[1] as u16 * 27 + d[2] as u16 * 9 + d[3] as u16 * 3 + d[4] as u16;
-    (((v << 8) + 242) / 243) as u8
+    (v << 8).div_ceil(243) as u8
 }
 
 /// Digit `p` (0..5) of a byte, by the multiply-shift rule (what SIMD kernels compute).

@@ -193,7 +193,7 @@ impl Codec {
 
     /// Packs a row-major `[rows, k]` matrix of trits.
     pub fn encode_matrix(self, trits: &[i8], k: usize) -> Result<Vec<u8>> {
-        if k == 0 || trits.len() % k != 0 {
+        if k == 0 || !trits.len().is_multiple_of(k) {
             return Err(Error::Codec(format!(
                 "{} values do not form rows of {k}",
                 trits.len()
