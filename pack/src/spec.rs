@@ -633,6 +633,19 @@ mod tests {
     }
 
     #[test]
+    fn floats_survive_a_rewrite_exactly() {
+        // Found by the `config` fuzz target: without serde_json's `float_roundtrip`, this value
+        // parsed one ulp away from what its printed form parses to.
+        let json = BITNET_2B4T.replace(
+            r#""rms_norm_eps": 1e-05"#,
+            r#""rms_norm_eps": 1.0000000000000001e-45"#,
+        );
+        let a = ModelSpec::from_config(&cfg(&json)).unwrap();
+        let b = ModelSpec::from_config(&cfg(&cfg(&json).to_json())).unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
     fn rope_theta_from_transformers_v5_rope_parameters() {
         let json = BITNET_2B4T.replace(
             r#""rope_theta": 500000.0"#,
