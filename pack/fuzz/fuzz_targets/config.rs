@@ -1,8 +1,7 @@
 //! `HfConfig::parse` + `ModelSpec::from_config` on arbitrary text.
 //!
 //! An accepted spec must list tensors with non-zero dimensions within the documented limits,
-//! count its parameters without overflow, and survive a `to_json` round trip (floats up to a
-//! couple of ULPs, see below).
+//! count its parameters without overflow, and survive a `to_json` round trip unchanged.
 
 #![no_main]
 
@@ -26,23 +25,11 @@ fuzz_target!(|data: &[u8]| {
     let json = cfg.to_json();
     let again = HfConfig::parse(path, &json).expect("to_json output parses");
     let spec2 = ModelSpec::from_config(&again);
-    // serde_json (without its `float_roundtrip` feature) may parse a float one or two ULPs off
-    // the correctly rounded value, so `rms_norm_eps` and `rope_theta` may move that much; the
-    // rest of the spec must not change at all.
+    // Floats are parsed exactly (serde_json `float_roundtrip`) and written shortest-exact, so
+    // nothing may move, not even by one ULP.
     match (&spec, &spec2) {
-        (Ok(a), Ok(b)) => {
-            let mut b = b.clone();
-            for (x, y) in [
-                (a.rms_norm_eps, &mut b.rms_norm_eps),
-                (a.rope_theta, &mut b.rope_theta),
-            ] {
-                let ulps = (x.to_bits() as i64 - y.to_bits() as i64).unsigned_abs();
-                assert!(ulps <= 2, "{x:e} became {y:e} in a to_json round trip");
-                *y = x;
-            }
-            assert_eq!(a, &b, "spec changed by a to_json round trip");
-        }
-        (Err(_), Err(_)) => {}
+        (Ok(a), Ok(b)) => assert_eq!(a, b, "spec changed by a to_json round trip"),
+        (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
         _ => panic!("round trip changed validity: {spec:?} vs {spec2:?}"),
     }
 
