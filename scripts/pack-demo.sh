@@ -9,14 +9,14 @@ cd "$(dirname "$0")/.."
 config=${1:-configs/models/trilm-tiny.toml}
 work=${2:-$(mktemp -d)}
 cargo build --release --quiet
-tern=target/release/tern
+tern() { cargo run --release --quiet -- "$@"; }   # honours CARGO_TARGET_DIR
 
-$tern init "$config" --out "$work/latent" --force
+tern init "$config" --out "$work/latent" --force
 for bits in 2 1.6; do
-  $tern pack "$work/latent" --out "$work/packed-$bits" --bits "$bits" --force
-  $tern inspect "$work/packed-$bits"
-  $tern pack --unpack "$work/packed-$bits" --out "$work/unpacked-$bits" --force
-  $tern pack "$work/unpacked-$bits" --out "$work/repacked-$bits" --bits "$bits" --force
+  tern pack "$work/latent" --out "$work/packed-$bits" --bits "$bits" --force
+  tern inspect "$work/packed-$bits"
+  tern pack --unpack "$work/packed-$bits" --out "$work/unpacked-$bits" --force
+  tern pack "$work/unpacked-$bits" --out "$work/repacked-$bits" --bits "$bits" --force
   cmp "$work/packed-$bits/model.safetensors" "$work/repacked-$bits/model.safetensors"
   echo "pack -> unpack -> pack at $bits bits: byte-identical"
 done
