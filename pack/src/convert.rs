@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::checkpoint::latent::{COMPANION_FILES, LatentCheckpoint};
+use crate::checkpoint::latent::{COMPANION_FILES, LatentCheckpoint, check_float_tensor};
 use crate::checkpoint::packed::{self, PackedCheckpoint, WEIGHTS_FILE, scale_name};
 use crate::codec::Codec;
 use crate::error::{Error, IoContext, Result};
@@ -25,6 +25,10 @@ const COPY_CHUNK: usize = 16 << 20;
 pub trait WeightSource {
     /// Trits and scales of linear weight `t`.
     fn ternary(&self, t: &TensorSpec, granularity: ScaleGranularity) -> Result<Ternary>;
+    /// Only the scales of linear weight `t` (sources that store them override this).
+    fn scales(&self, t: &TensorSpec, granularity: ScaleGranularity) -> Result<Vec<f32>> {
+        Ok(self.ternary(t, granularity)?.scales)
+    }
     /// The dtype a tensor is stored in.
     fn dtype(&self, t: &TensorSpec) -> Result<Dtype>;
     /// The tensor's little-endian bytes in [`WeightSource::dtype`], in chunks.
@@ -38,16 +42,7 @@ impl WeightSource for LatentCheckpoint {
 
     fn dtype(&self, t: &TensorSpec) -> Result<Dtype> {
         let (file, info) = self.entry(&t.name)?;
-        if !info.dtype.is_float() || info.shape != t.shape {
-            return Err(Error::tensor(
-                &file.path,
-                &t.name,
-                format!(
-                    "expected a float tensor {:?} (from config.json), found {} {:?}",
-                    t.shape, info.dtype, info.shape
-                ),
-            ));
-        }
+        check_float_tensor(&file.path, t, info)?;
         Ok(info.dtype)
     }
 
@@ -290,49 +285,43 @@ pub fn write_latent(
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<PathBuf> {
     let tensors = spec.tensors();
-    let mut entries = Vec::with_capacity(tensors.len());
+    let mut parts: Vec<(Part<'_>, TensorEntry)> = Vec::with_capacity(tensors.len());
     for t in &tensors {
-        entries.push(TensorEntry {
+        let entry = TensorEntry {
             name: t.name.clone(),
             dtype: source.dtype(t)?,
             shape: t.shape.clone(),
-        });
+        };
+        parts.push((Part::Copy(t), entry));
         if with_scales && t.role == TensorRole::Linear {
-            let n = spec.quant.scale.count();
-            entries.push(TensorEntry {
+            let entry = TensorEntry {
                 name: scale_name(&t.name),
                 dtype: Dtype::F32,
-                shape: vec![n],
-            });
+                shape: vec![spec.quant.scale.count()],
+            };
+            parts.push((Part::Scales(t), entry));
         }
     }
     // Larger elements first keeps every tensor aligned.
-    let mut order: Vec<usize> = (0..entries.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(entries[i].dtype.size()));
+    parts.sort_by_key(|(_, e)| std::cmp::Reverse(e.dtype.size()));
     let stage = StagedDir::create(dest.dir, dest.overwrite)?;
     let weights = stage.path().join(WEIGHTS_FILE);
-    let sorted = order.iter().map(|&i| entries[i].clone()).collect();
+    let entries = parts.iter().map(|(_, e)| e.clone()).collect();
     let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
-    let mut writer = SafetensorsWriter::create(&weights, sorted, &meta)?;
-    for (n, &i) in order.iter().enumerate() {
-        let e = &entries[i];
+    let mut writer = SafetensorsWriter::create(&weights, entries, &meta)?;
+    let total = parts.len();
+    for (n, (part, e)) in parts.iter().enumerate() {
         progress(Progress {
             index: n + 1,
-            total: order.len(),
+            total,
             name: &e.name,
         });
-        match tensors.iter().find(|t| t.name == e.name) {
-            Some(t) => source.stream(t, &mut |b| writer.write(b))?,
-            None => {
-                // A scale entry: its weight is the tensor named without `_scale`.
-                let weight = e.name.replace(".weight_scale", ".weight");
-                let t = tensors
-                    .iter()
-                    .find(|t| t.name == weight)
-                    .expect("scale follows its weight");
-                let q = source.ternary(t, spec.quant.scale)?;
-                writer.write(&from_f32(Dtype::F32, &q.scales).expect("f32 encodes"))?;
+        match part {
+            Part::Scales(t) => {
+                let scales = source.scales(t, spec.quant.scale)?;
+                writer.write(&from_f32(Dtype::F32, &scales).expect("f32 encodes"))?;
             }
+            Part::Copy(t) | Part::Packed(t) => source.stream(t, &mut |b| writer.write(b))?,
         }
     }
     writer.finish()?;
@@ -358,6 +347,10 @@ impl WeightSource for Unpacked<'_> {
             trits,
             scales: p.scales.to_vec(),
         })
+    }
+
+    fn scales(&self, t: &TensorSpec, _: ScaleGranularity) -> Result<Vec<f32>> {
+        Ok(self.ck.ternary(&t.name)?.scales.to_vec())
     }
 
     fn dtype(&self, t: &TensorSpec) -> Result<Dtype> {

@@ -296,6 +296,21 @@ fn trits_with_scales(w: &[f32], scales: &[f32], dtype: Dtype) -> Result<Vec<i8>,
     Ok(trits)
 }
 
+/// A non-ternary tensor must be floating point and shaped as the config says.
+pub(crate) fn check_float_tensor(path: &Path, t: &TensorSpec, info: &TensorInfo) -> Result<()> {
+    if !info.dtype.is_float() || info.shape != t.shape {
+        return Err(Error::tensor(
+            path,
+            &t.name,
+            format!(
+                "expected a float tensor {:?} (from config.json), found {} {:?}",
+                t.shape, info.dtype, info.shape
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Scales must be finite and positive (they divide).
 pub(crate) fn check_scales(path: &Path, name: &str, scales: &[f32]) -> Result<()> {
     match scales.iter().position(|s| !(s.is_finite() && *s > 0.0)) {

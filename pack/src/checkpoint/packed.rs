@@ -21,11 +21,11 @@ use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
-use crate::checkpoint::latent::check_scales;
+use crate::checkpoint::latent::{check_float_tensor, check_scales};
 use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::safetensors::{Dtype, SafetensorsFile, TensorInfo};
-use crate::spec::{HfConfig, ModelSpec, TensorRole, TensorSpec};
+use crate::spec::{HfConfig, ModelSpec, TensorRole};
 
 /// `format` metadata value of a packed checkpoint.
 pub const FORMAT: &str = "tern-packed";
@@ -170,7 +170,6 @@ impl PackedCheckpoint {
         let path = self.path.clone();
         let mut expected: BTreeMap<String, ()> = BTreeMap::new();
         let n_scales = self.spec.quant.scale.count();
-        let mut scratch = Vec::new();
         for t in self.spec.tensors() {
             expected.insert(t.name.clone(), ());
             let info = self.info(&t.name)?.clone();
@@ -188,7 +187,7 @@ impl PackedCheckpoint {
                     ));
                 }
                 let bytes = &self.map[info.offset as usize..(info.offset + info.len) as usize];
-                validate_packed(self.codec, bytes, rows, cols, &mut scratch)
+                validate_packed(self.codec, bytes, rows, cols)
                     .map_err(|e| Error::tensor(&path, &t.name, e.to_string()))?;
                 let sname = scale_name(&t.name);
                 expected.insert(sname.clone(), ());
@@ -275,29 +274,8 @@ impl PackedCheckpoint {
     }
 }
 
-/// Checks a non-ternary tensor's dtype and shape against its spec.
-fn check_float_tensor(path: &Path, t: &TensorSpec, info: &TensorInfo) -> Result<()> {
-    if !info.dtype.is_float() || info.shape != t.shape {
-        return Err(Error::tensor(
-            path,
-            &t.name,
-            format!(
-                "expected a float tensor {:?}, found {} {:?}",
-                t.shape, info.dtype, info.shape
-            ),
-        ));
-    }
-    Ok(())
-}
-
 /// Checks that every byte of a packed matrix is a valid code and every padding slot is zero.
-pub fn validate_packed(
-    codec: Codec,
-    bytes: &[u8],
-    rows: usize,
-    cols: usize,
-    scratch: &mut Vec<i8>,
-) -> Result<()> {
+pub fn validate_packed(codec: Codec, bytes: &[u8], rows: usize, cols: usize) -> Result<()> {
     let rb = codec.row_bytes(cols);
     if bytes.len() != rows * rb {
         return Err(Error::Codec(format!(
@@ -307,7 +285,6 @@ pub fn validate_packed(
     }
     let full = codec.full_groups(cols) * crate::codec::GROUP_BYTES;
     for (r, row) in bytes.chunks_exact(rb.max(1)).enumerate() {
-        // Full groups: only byte validity matters; the tail also has padding slots to check.
         if let Some(i) = row[..full]
             .iter()
             .position(|&b| codec.decode_byte(b).is_none())
@@ -320,7 +297,7 @@ pub fn validate_packed(
         }
         if full < rb {
             codec
-                .validate_row(row, cols, scratch)
+                .check_tail(row, cols)
                 .map_err(|e| Error::Codec(format!("row {r}: {e}")))?;
         }
     }

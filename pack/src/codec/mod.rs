@@ -185,10 +185,33 @@ impl Codec {
         Ok(())
     }
 
-    /// Checks that a packed row could have come from [`Codec::encode_row`].
-    pub fn validate_row(self, row: &[u8], k: usize, scratch: &mut Vec<i8>) -> Result<()> {
-        scratch.resize(k, 0);
-        self.decode_row(row, scratch)
+    /// Checks the tail of a packed row of `k` weights: its bytes are valid codes and its padding
+    /// slots hold the trit 0. (Full groups have no padding; their bytes need only be valid.)
+    pub fn check_tail(self, row: &[u8], k: usize) -> Result<()> {
+        let t = self.trits_per_byte();
+        let start = self.full_groups(k) * GROUP_BYTES;
+        let (base, nb) = (
+            self.full_groups(k) * self.group_weights(),
+            self.tail_bytes(k),
+        );
+        for (b, &byte) in row[start..start + nb].iter().enumerate() {
+            let digits = self.decode_byte(byte).ok_or_else(|| {
+                Error::Codec(format!(
+                    "byte {byte:#04x} at offset {} is not a valid {} code",
+                    start + b,
+                    self.name()
+                ))
+            })?;
+            for (p, &d) in digits.iter().enumerate().take(t) {
+                let j = base + p * nb + b;
+                if j >= k && d != 0 {
+                    return Err(Error::Codec(format!(
+                        "padding slot {j} of a row of {k} weights holds a non-zero trit"
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Packs a row-major `[rows, k]` matrix of trits.
