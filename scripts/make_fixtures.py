@@ -19,6 +19,10 @@ expected.safetensors holds, per projection, the ternary `<module>.weight` (I8 [o
 and `<module>.weight_scale` (F32, the multiplier s with w ~= q / s), plus `prompt_ids`
 (I64 [8]), `logits` (F32 [8, vocab], the loaded float32 model on the prompt) and `greedy`
 (I64 [8 + 32], prompt followed by 32 greedily generated tokens, eos ignored).
+The latent fixtures also hold `ternary_logits` and `ternary_greedy`: the same references for
+the model that `tern pack` makes of them (each projection replaced by its ternarization; BitNet
+through transformers' offline BitLinear, so with int8 per-token activations; Llama in f32 with
+weights q / s, TriLM-style floating-point activations).
 Everything is seeded; re-running produces byte-identical files.
 """
 
@@ -201,7 +205,45 @@ def make_latent(path: Path, tok_json: str, ids: torch.Tensor, *, config_cls, mod
     for name in projections(intermediate):
         w = model.get_submodule(name).weight.detach()  # stored dtype -> f32, exactly
         expected[name + ".weight"], expected[name + ".weight_scale"] = ternarize(w, shards)
+    expected.update(ternary_reference(path, model, expected, intermediate, bitnet, ids))
     finish(path, tok_json, expected)
+
+
+def ternary_reference(path: Path, model, expected, intermediate: int, bitnet: bool, ids: torch.Tensor):
+    """Logits and greedy tokens of the ternarized model (what `tern pack` + `tern infer` serve)."""
+    tmp = path.parent / (path.name + ".ternary-tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        if bitnet:
+            # transformers' offline BitLinear: packed U8 weights + weight_scale, int8 activations.
+            sd = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
+            for name in projections(intermediate):
+                q, s = expected[name + ".weight"], expected[name + ".weight_scale"]
+                assert s.numel() == 1, "BitLinear has one scale per tensor"
+                sd[name + ".weight"] = pack_weights(q.clone())
+                sd[name + ".weight_scale"] = s.clone()
+            sd.pop("lm_head.weight", None)
+            quant = {"quant_method": "bitnet", "linear_class": "bitlinear", "quantization_mode": "offline"}
+            config = model_config(BitNetConfig, intermediate, torch.float32, tied=True, hidden_act="relu2",
+                                  architectures=["BitNetForCausalLM"], quantization_config=quant)
+            config.save_pretrained(tmp)
+            save_file(sd, tmp / "model.safetensors", metadata={"format": "pt"})
+            _, ref = reference(BitNetForCausalLM, tmp, ids)
+        else:
+            # TriLM-style: weights q / s (per row shard) in f32, float activations.
+            shards = {n: expected[n + ".weight_scale"] for n in projections(intermediate)}
+            with torch.no_grad():
+                for name, s in shards.items():
+                    q = expected[name + ".weight"].float()
+                    rows = torch.cat([blk.expand(r) for blk, r in
+                                      zip(s, [c.shape[0] for c in q.chunk(s.numel(), dim=0)])])
+                    model.get_submodule(name).weight.copy_(q / rows[:, None])
+            model.save_pretrained(tmp)
+            _, ref = reference(type(model), tmp, ids)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"ternary_logits": ref["logits"], "ternary_greedy": ref["greedy"]}
 
 
 CONFIG_EXTRA = {

@@ -1,3 +1,22 @@
-//! tern-infer: the runtime that serves packed ternary checkpoints (CPU SIMD engine, wgpu path).
+//! tern-infer: the runtime that serves packed ternary checkpoints on the CPU.
 //!
-//! Built on the formats of `tern-pack`; nothing here yet beyond the crate itself (see the open issues).
+//! * [`kernels`]: packed 2-bit / 1.6-bit × int8 (and × f32), dense int8 and float kernels; a
+//!   generic path plus AVX2 and AVX-512 versions picked at run time.
+//! * [`linear`]: every weight format behind one [`linear::Linear`] trait, split over threads.
+//! * [`model`]: one transformer for BitNet b1.58, TriLM-style ternary Llama and float Llama.
+//! * [`load`]: models from packed checkpoints (zero-copy memory map) or float weights.
+//! * [`generate`], [`sample`]: tokenizer, prefill + decode loop, sampling, stop tokens.
+//! * [`bench`]: throughput, memory and roofline measurements for `tern bench`.
+
+pub mod bench;
+pub mod error;
+pub mod generate;
+pub mod kernels;
+pub mod linear;
+pub mod load;
+pub mod model;
+pub mod sample;
+
+pub use error::{Error, Result};
+pub use load::{HeadFormat, LoadOptions};
+pub use model::{KvCache, Logits, Model};

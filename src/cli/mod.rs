@@ -1,9 +1,12 @@
 //! Command-line arguments (clap derive) and dispatch; one module per command.
 
+mod bench;
+mod infer;
 mod init;
 mod inspect;
 mod pack;
 mod progress;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +26,10 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Write a randomly initialised checkpoint of any config (latent, or packed with --bits).
     Init(init::InitArgs),
+    /// Generate text with a packed (or float) model on the CPU, streamed to stdout.
+    Infer(infer::InferArgs),
+    /// Measure prefill/decode speed, time to first token, memory and the bandwidth roofline.
+    Bench(bench::BenchArgs),
 }
 
 /// Runs the parsed command.
@@ -31,5 +38,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pack(a) => pack::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Init(a) => init::run(a),
+        Command::Infer(a) => infer::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }

@@ -1,0 +1,198 @@
+//! `tern bench`: prefill and decode throughput, time to first token, peak memory, and how close
+//! decoding gets to the machine's read-bandwidth roofline (measured here, not assumed).
+
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use tern_pack::init::SplitMix64;
+
+use crate::error::{Error, Result};
+use crate::kernels::{self, Isa};
+use crate::model::{KvCache, Logits, Model};
+use crate::sample::argmax;
+
+/// What one benchmark run measured. Field names are the `--json` keys.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BenchReport {
+    /// What was run (a path or a config name) and its weight format.
+    pub model: String,
+    pub format: String,
+    pub isa: String,
+    pub threads: usize,
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+    pub prefill_tok_s: f64,
+    pub decode_tok_s: f64,
+    pub ttft_ms: f64,
+    /// Peak resident set of the process (VmHWM), when the OS reports it.
+    pub peak_rss_bytes: Option<u64>,
+    /// Size of the weights file served (0 for weights built in memory).
+    pub file_bytes: u64,
+    /// Bytes of the KV cache at the end of the run.
+    pub kv_cache_bytes: u64,
+    /// Bytes of weights read per decoded token (all linear layers plus the head).
+    pub weight_bytes_per_token: u64,
+    /// `weight_bytes_per_token · decode_tok_s`.
+    pub effective_gb_s: f64,
+    /// Read bandwidth measured on this machine with the same thread count.
+    pub measured_bandwidth_gb_s: f64,
+    /// Decode speed over the roofline `measured_bandwidth / weight_bytes_per_token`.
+    pub roofline_fraction: f64,
+    /// Multiply-accumulates of the linear layers per token.
+    pub linear_macs_per_token: u64,
+    /// The int8 dot-product peak of the threads used, measured (multiply-accumulates/s).
+    pub int8_peak_gmacs: f64,
+    /// Prefill MACs/s of the linear layers over `int8_peak_gmacs` (ternary int8 models only).
+    pub prefill_int8_peak_fraction: Option<f64>,
+}
+
+/// Benchmark settings.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub prompt_tokens: usize,
+    pub gen_tokens: usize,
+    /// Bytes read per pass when measuring bandwidth.
+    pub bandwidth_bytes: usize,
+    pub seed: u64,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions {
+            prompt_tokens: 128,
+            gen_tokens: 64,
+            bandwidth_bytes: 1 << 30,
+            seed: 0,
+        }
+    }
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`), in bytes.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Sums a slice of u64 (wrapping) with 4 independent lanes so it streams at full speed.
+fn sum_u64(v: &[u64]) -> u64 {
+    let mut acc = [0u64; 8];
+    let chunks = v.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, x) in acc.iter_mut().zip(c) {
+            *a = a.wrapping_add(*x);
+        }
+    }
+    acc.iter().chain(rest).fold(0u64, |s, x| s.wrapping_add(*x))
+}
+
+/// Read bandwidth in GB/s (10^9 bytes) of the current rayon pool: a `bytes` buffer is filled,
+/// then summed in parallel several times; the best pass counts.
+pub fn measure_read_bandwidth(bytes: usize) -> f64 {
+    let words = (bytes / 8).max(1 << 16);
+    let mut buf = vec![0u64; words];
+    buf.par_chunks_mut(1 << 16).enumerate().for_each(|(i, c)| {
+        c.iter_mut()
+            .enumerate()
+            .for_each(|(j, v)| *v = (i ^ j) as u64)
+    });
+    let threads = rayon::current_num_threads();
+    let chunk = words.div_ceil(threads * 4);
+    let mut best = 0f64;
+    for _ in 0..6 {
+        let t = Instant::now();
+        let s: u64 = buf
+            .par_chunks(chunk)
+            .map(sum_u64)
+            .reduce(|| 0, u64::wrapping_add);
+        let secs = t.elapsed().as_secs_f64();
+        std::hint::black_box(s);
+        best = best.max((words * 8) as f64 / secs / 1e9);
+    }
+    best
+}
+
+/// The int8 multiply-accumulate peak of every thread of the current pool together, measured by
+/// running the kernel module's register-only dot-product loop on all of them at once.
+pub fn measure_int8_peak(isa: Isa) -> f64 {
+    rayon::broadcast(|_| kernels::int8_peak_macs_per_s(isa, 300))
+        .into_iter()
+        .sum()
+}
+
+/// Runs a prefill of `opts.prompt_tokens` random tokens and `opts.gen_tokens` greedy decode
+/// steps on the current rayon pool, after a short warm-up that faults the weights in.
+pub fn run(
+    model: &Model<'_>,
+    name: &str,
+    format: &str,
+    file_bytes: u64,
+    opts: &BenchOptions,
+) -> Result<BenchReport> {
+    let (p, n) = (opts.prompt_tokens, opts.gen_tokens);
+    if p == 0 || n == 0 {
+        return Err(Error::Usage("-p and -n must be at least 1".into()));
+    }
+    if p + n > model.max_context() {
+        return Err(Error::Usage(format!(
+            "-p {p} plus -n {n} exceed the model's context of {}",
+            model.max_context()
+        )));
+    }
+    let mut rng = SplitMix64::new(opts.seed);
+    let vocab = model.spec.vocab_size as u64;
+    let prompt: Vec<u32> = (0..p).map(|_| (rng.next_u64() % vocab) as u32).collect();
+
+    // Warm-up: fault in every page of the weights and the first caches.
+    let mut cache = KvCache::new(&model.spec, p + n);
+    model.forward(&prompt[..p.min(8)], &mut cache, Logits::Last)?;
+    model.forward(&prompt[..1], &mut cache, Logits::Last)?;
+
+    cache.clear();
+    let t0 = Instant::now();
+    let logits = model.forward(&prompt, &mut cache, Logits::Last)?;
+    let mut next = argmax(&logits);
+    let ttft = t0.elapsed();
+    let t1 = Instant::now();
+    for _ in 1..n {
+        let logits = model.forward(&[next], &mut cache, Logits::Last)?;
+        next = argmax(&logits);
+    }
+    let decode = t1.elapsed();
+    let decode_tok_s = if n > 1 {
+        (n - 1) as f64 / decode.as_secs_f64()
+    } else {
+        1.0 / ttft.as_secs_f64()
+    };
+    let prefill_tok_s = p as f64 / ttft.as_secs_f64();
+    let bytes_per_token = model.weight_bytes_per_token() as u64;
+    let bandwidth = measure_read_bandwidth(opts.bandwidth_bytes);
+    let effective = bytes_per_token as f64 * decode_tok_s / 1e9;
+    let macs = model.linear_macs_per_token();
+    let peak = measure_int8_peak(model.isa);
+    let int8_model = model.layers.first().is_some_and(|l| l.q.w.wants_i8());
+    Ok(BenchReport {
+        model: name.to_string(),
+        format: format.to_string(),
+        isa: model.isa.name().to_string(),
+        threads: rayon::current_num_threads(),
+        prompt_tokens: p,
+        generated_tokens: n,
+        prefill_tok_s,
+        decode_tok_s,
+        ttft_ms: ttft.as_secs_f64() * 1e3,
+        peak_rss_bytes: peak_rss_bytes(),
+        file_bytes,
+        kv_cache_bytes: KvCache::bytes_for(&model.spec, cache.len()) as u64,
+        weight_bytes_per_token: bytes_per_token,
+        effective_gb_s: effective,
+        measured_bandwidth_gb_s: bandwidth,
+        roofline_fraction: effective / bandwidth,
+        linear_macs_per_token: macs,
+        int8_peak_gmacs: peak / 1e9,
+        prefill_int8_peak_fraction: int8_model.then(|| macs as f64 * prefill_tok_s / peak),
+    })
+}

@@ -1,0 +1,446 @@
+//! AVX-512 ternary kernels: one 512-bit register holds a block of two packed groups.
+//!
+//! Activations are scattered into block order (`layout.rs`, two lanes), so digit plane `p` of a
+//! block meets the 64 contiguous activations at `64p` of the block, and the row tail is one more
+//! zero-padded block read with a masked load.
+//!
+//! * **2-bit digits**: `(q >> 2p) & 3`. For one token the shift is skipped: plane `p` is kept as
+//!   `q & (3 << 2p)` = `4^p · d` (at most 128, still a valid unsigned byte) in its own
+//!   accumulator, shifted back once per row (exact: every lane is a multiple of `4^p`).
+//! * **1.6-bit digits**, with VBMI ([`Isa::Avx512Vnni`](super::Isa)): two 256-entry byte
+//!   tables (`vpermi2b` on the low 7 bits twice, blended on the top bit) turn each byte into the
+//!   2-bit layout of digits 0..4 plus digit 4 alone: 7 instructions for 5 planes, after which
+//!   the 2-bit rules apply. Without VBMI ([`Isa::Avx512`](super::Isa)): `m_p = 3^p · q mod 256`
+//!   by byte adds and `d_p = (m_p > 85) + (m_p > 170)` from two unsigned compares.
+//! * **Dot products**: `vpdpbusd` with VNNI, else `vpmaddubsw` + `vpmaddwd`.
+//!
+//! Several tokens (prefill) share each decoded register: `NB` accumulators, one per token.
+
+use std::arch::x86_64::*;
+
+use tern_pack::codec::{Codec, bits1_6};
+
+use super::layout::Blocks;
+
+/// Bytes in one block (two groups).
+const BLOCK: usize = 64;
+/// Most tokens sharing one decoded block.
+const MAX_NB: usize = 8;
+
+/// `acc += Σ u·s` over each 4-byte lane: unsigned bytes `u` (at most 128 here) × signed `s`.
+pub(super) trait Dot {
+    unsafe fn dot(acc: __m512i, u: __m512i, s: __m512i) -> __m512i;
+}
+
+/// VNNI: one `vpdpbusd`.
+pub(super) struct Vnni;
+
+impl Dot for Vnni {
+    #[inline(always)]
+    unsafe fn dot(acc: __m512i, u: __m512i, s: __m512i) -> __m512i {
+        unsafe { _mm512_dpbusd_epi32(acc, u, s) }
+    }
+}
+
+/// AVX-512BW: `vpmaddubsw` (pairs, no saturation since `u <= 128`) then `vpmaddwd` by ones.
+pub(super) struct Bw;
+
+impl Dot for Bw {
+    #[inline(always)]
+    unsafe fn dot(acc: __m512i, u: __m512i, s: __m512i) -> __m512i {
+        unsafe {
+            let pairs = _mm512_maddubs_epi16(u, s);
+            _mm512_add_epi32(acc, _mm512_madd_epi16(pairs, _mm512_set1_epi16(1)))
+        }
+    }
+}
+
+/// How a codec's packed block turns into digit planes.
+pub(super) trait Planes<const T: usize> {
+    /// The digit planes of a 64-byte block. With `scaled`, plane `p` may hold `d << shift(p)`
+    /// instead (see [`Planes::shifts`]); every value stays at most 128.
+    unsafe fn planes(&self, q: __m512i, scaled: bool) -> [__m512i; T];
+    /// The left shift of each plane in `planes(q, scaled)`.
+    fn shifts(scaled: bool) -> [u32; T];
+    /// Per plane, the masks of the digits 2 (trit +1) and 0 (trit −1).
+    unsafe fn signs(&self, q: __m512i) -> [(u64, u64); T];
+}
+
+/// The four 2-bit digits of each byte of `q` (plane `p` in bits `2p..2p+2`).
+#[inline(always)]
+unsafe fn two_bit_planes(q: __m512i, scaled: bool) -> [__m512i; 4] {
+    unsafe {
+        let m = |p: u32| _mm512_set1_epi8((3u8 << (2 * p)) as i8);
+        if scaled {
+            [0, 1, 2, 3].map(|p| _mm512_and_si512(q, m(p)))
+        } else {
+            let three = m(0);
+            [
+                _mm512_and_si512(q, three),
+                _mm512_and_si512(_mm512_srli_epi16::<2>(q), three),
+                _mm512_and_si512(_mm512_srli_epi16::<4>(q), three),
+                _mm512_and_si512(_mm512_srli_epi16::<6>(q), three),
+            ]
+        }
+    }
+}
+
+/// Sign masks of the four 2-bit digits of each byte: bit `2p+1` set is digit 2, both clear is 0.
+#[inline(always)]
+unsafe fn two_bit_signs(q: __m512i) -> [(u64, u64); 4] {
+    unsafe {
+        [0u32, 1, 2, 3].map(|p| {
+            let pos = _mm512_test_epi8_mask(q, _mm512_set1_epi8((2u8 << (2 * p)) as i8));
+            let neg = _mm512_testn_epi8_mask(q, _mm512_set1_epi8((3u8 << (2 * p)) as i8));
+            (pos, neg)
+        })
+    }
+}
+
+/// The 2-bit codec.
+pub(super) struct Bits2;
+
+impl Planes<4> for Bits2 {
+    #[inline(always)]
+    unsafe fn planes(&self, q: __m512i, scaled: bool) -> [__m512i; 4] {
+        unsafe { two_bit_planes(q, scaled) }
+    }
+    fn shifts(scaled: bool) -> [u32; 4] {
+        if scaled { [0, 2, 4, 6] } else { [0; 4] }
+    }
+    #[inline(always)]
+    unsafe fn signs(&self, q: __m512i) -> [(u64, u64); 4] {
+        unsafe { two_bit_signs(q) }
+    }
+}
+
+/// `LOW4[q]`: digits 0..4 of the 1.6-bit byte `q` in the 2-bit layout.
+static LOW4: [u8; 256] = digit_table(false);
+/// `DIGIT4[q]`: digit 4 of the 1.6-bit byte `q`.
+static DIGIT4: [u8; 256] = digit_table(true);
+
+const fn digit_table(fourth: bool) -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut q = 0;
+    while q < 256 {
+        let b = q as u8;
+        t[q] = if fourth {
+            bits1_6::digit(b, 4)
+        } else {
+            bits1_6::digit(b, 0)
+                | bits1_6::digit(b, 1) << 2
+                | bits1_6::digit(b, 2) << 4
+                | bits1_6::digit(b, 3) << 6
+        };
+        q += 1;
+    }
+    t
+}
+
+/// A 256-entry byte table in four registers.
+#[derive(Clone, Copy)]
+struct Table([__m512i; 4]);
+
+impl Table {
+    #[inline(always)]
+    unsafe fn load(t: &[u8; 256]) -> Table {
+        unsafe { Table([0, 1, 2, 3].map(|i| _mm512_loadu_si512(t.as_ptr().add(64 * i).cast()))) }
+    }
+
+    /// `t[q]` for every byte; `high` is the mask of bytes >= 128.
+    #[inline(always)]
+    unsafe fn lookup(&self, q: __m512i, high: u64) -> __m512i {
+        unsafe {
+            let lo = _mm512_permutex2var_epi8(self.0[0], q, self.0[1]);
+            let hi = _mm512_permutex2var_epi8(self.0[2], q, self.0[3]);
+            _mm512_mask_blend_epi8(high, lo, hi)
+        }
+    }
+}
+
+/// The 1.6-bit codec by VBMI table lookups.
+#[derive(Clone, Copy)]
+pub(super) struct Bits16Lut {
+    low4: Table,
+    digit4: Table,
+}
+
+impl Bits16Lut {
+    #[inline(always)]
+    pub(super) unsafe fn new() -> Bits16Lut {
+        unsafe {
+            Bits16Lut {
+                low4: Table::load(&LOW4),
+                digit4: Table::load(&DIGIT4),
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn split(&self, q: __m512i) -> (__m512i, __m512i) {
+        unsafe {
+            let high = _mm512_movepi8_mask(q);
+            (self.low4.lookup(q, high), self.digit4.lookup(q, high))
+        }
+    }
+}
+
+impl Planes<5> for Bits16Lut {
+    #[inline(always)]
+    unsafe fn planes(&self, q: __m512i, scaled: bool) -> [__m512i; 5] {
+        unsafe {
+            let (low4, d4) = self.split(q);
+            let [a, b, c, d] = two_bit_planes(low4, scaled);
+            [a, b, c, d, d4]
+        }
+    }
+    fn shifts(scaled: bool) -> [u32; 5] {
+        if scaled { [0, 2, 4, 6, 0] } else { [0; 5] }
+    }
+    #[inline(always)]
+    unsafe fn signs(&self, q: __m512i) -> [(u64, u64); 5] {
+        unsafe {
+            let (low4, d4) = self.split(q);
+            let [a, b, c, d] = two_bit_signs(low4);
+            let pos = _mm512_test_epi8_mask(d4, _mm512_set1_epi8(2));
+            let neg = _mm512_testn_epi8_mask(d4, _mm512_set1_epi8(3));
+            [a, b, c, d, (pos, neg)]
+        }
+    }
+}
+
+/// The 1.6-bit codec by byte adds and unsigned compares (AVX-512BW only).
+#[derive(Clone, Copy)]
+pub(super) struct Bits16Cmp;
+
+impl Bits16Cmp {
+    /// Per plane, the masks of `m_p > 85` and `m_p > 170`: digit `p` is their sum.
+    #[inline(always)]
+    unsafe fn thresholds(q: __m512i) -> [(u64, u64); 5] {
+        unsafe {
+            let (t1, t2) = (_mm512_set1_epi8(85), _mm512_set1_epi8(170u8 as i8));
+            let mut m = q;
+            [0; 5].map(|_| {
+                let ks = (_mm512_cmpgt_epu8_mask(m, t1), _mm512_cmpgt_epu8_mask(m, t2));
+                m = _mm512_add_epi8(m, _mm512_add_epi8(m, m));
+                ks
+            })
+        }
+    }
+}
+
+impl Planes<5> for Bits16Cmp {
+    #[inline(always)]
+    unsafe fn planes(&self, q: __m512i, _scaled: bool) -> [__m512i; 5] {
+        unsafe {
+            let one = _mm512_set1_epi8(1);
+            Self::thresholds(q).map(|(k1, k2)| {
+                let d = _mm512_maskz_mov_epi8(k1, one);
+                _mm512_mask_add_epi8(d, k2, d, one)
+            })
+        }
+    }
+    fn shifts(_scaled: bool) -> [u32; 5] {
+        [0; 5]
+    }
+    #[inline(always)]
+    unsafe fn signs(&self, q: __m512i) -> [(u64, u64); 5] {
+        unsafe { Self::thresholds(q).map(|(k1, k2)| (k2, !k1)) }
+    }
+}
+
+/// Loads block `b` of a packed row, zero-filling past the row's end.
+///
+/// # Safety
+/// `b < lay.blocks` and `row.len() == lay.row_bytes`.
+#[inline(always)]
+unsafe fn load_block(row: &[u8], b: usize, lay: &Blocks) -> __m512i {
+    unsafe {
+        let start = b * BLOCK;
+        debug_assert!(start < row.len() && row.len() == lay.row_bytes);
+        let p = row.as_ptr().add(start);
+        let left = row.len() - start;
+        if left >= BLOCK {
+            _mm512_loadu_si512(p.cast())
+        } else {
+            _mm512_maskz_loadu_epi8((1u64 << left) - 1, p.cast())
+        }
+    }
+}
+
+/// Ternary × int8 over every row, for one codec (`T` planes) and one dot product.
+///
+/// # Safety
+/// The CPU runs AVX-512 F/BW/VL, and VNNI when `D` is [`Vnni`]; lengths are as checked by
+/// `kernels::ternary_gemm_i8`.
+#[inline(always)]
+pub(super) unsafe fn ternary_i8<D: Dot, P: Planes<T>, const T: usize>(
+    pl: &P,
+    codec: Codec,
+    packed: &[u8],
+    k: usize,
+    xs: &[i8],
+    n: usize,
+    out: &mut [i32],
+) {
+    let lay = Blocks::new(codec, k, 2);
+    assert_eq!(lay.block_elems(), BLOCK * T);
+    let scattered = lay.scatter_all(xs, n, 0i8);
+    let xp = scattered.as_slice();
+    let sums: Vec<i32> = xs
+        .chunks_exact(k)
+        .map(|x| x.iter().map(|&v| v as i32).sum())
+        .collect();
+    assert_eq!(xp.len(), n * lay.token_elems());
+    assert_eq!(out.len() * lay.row_bytes, packed.len() * n);
+    unsafe {
+        if n == 1 {
+            return matvec::<D, P, T>(pl, &lay, packed, xp, sums[0], out);
+        }
+        let mut i0 = 0;
+        while i0 < n {
+            let nb = (n - i0).min(MAX_NB);
+            let run = Tokens {
+                lay: &lay,
+                xp,
+                sums: &sums,
+                n,
+                i0,
+            };
+            match nb {
+                8 => gemm::<D, P, T, 8>(pl, &run, packed, out),
+                7 => gemm::<D, P, T, 7>(pl, &run, packed, out),
+                6 => gemm::<D, P, T, 6>(pl, &run, packed, out),
+                5 => gemm::<D, P, T, 5>(pl, &run, packed, out),
+                4 => gemm::<D, P, T, 4>(pl, &run, packed, out),
+                3 => gemm::<D, P, T, 3>(pl, &run, packed, out),
+                2 => gemm::<D, P, T, 2>(pl, &run, packed, out),
+                _ => gemm::<D, P, T, 1>(pl, &run, packed, out),
+            }
+            i0 += nb;
+        }
+    }
+}
+
+/// One token: a scaled accumulator per plane, one horizontal sum per row.
+#[inline(always)]
+unsafe fn matvec<D: Dot, P: Planes<T>, const T: usize>(
+    pl: &P,
+    lay: &Blocks,
+    packed: &[u8],
+    xp: &[i8],
+    sum: i32,
+    out: &mut [i32],
+) {
+    let be = lay.block_elems();
+    let shifts = P::shifts(true);
+    unsafe {
+        for (row, o) in packed.chunks_exact(lay.row_bytes).zip(out.iter_mut()) {
+            let mut acc = [_mm512_setzero_si512(); T];
+            for b in 0..lay.blocks {
+                let d = pl.planes(load_block(row, b, lay), true);
+                let x = xp.as_ptr().add(b * be);
+                for p in 0..T {
+                    let xv = _mm512_loadu_si512(x.add(BLOCK * p).cast());
+                    acc[p] = D::dot(acc[p], d[p], xv);
+                }
+            }
+            let mut tot = _mm512_setzero_si512();
+            for p in 0..T {
+                let s = _mm512_srav_epi32(acc[p], _mm512_set1_epi32(shifts[p] as i32));
+                tot = _mm512_add_epi32(tot, s);
+            }
+            *o = _mm512_reduce_add_epi32(tot) - sum;
+        }
+    }
+}
+
+/// The tokens `i0 .. i0 + NB` of a prefill call.
+struct Tokens<'a> {
+    lay: &'a Blocks,
+    xp: &'a [i8],
+    sums: &'a [i32],
+    n: usize,
+    i0: usize,
+}
+
+/// `NB` tokens against every row: each decoded plane feeds `NB` dot products.
+#[inline(always)]
+unsafe fn gemm<D: Dot, P: Planes<T>, const T: usize, const NB: usize>(
+    pl: &P,
+    run: &Tokens<'_>,
+    packed: &[u8],
+    out: &mut [i32],
+) {
+    let (lay, n, i0) = (run.lay, run.n, run.i0);
+    let (be, te) = (lay.block_elems(), lay.token_elems());
+    assert!(i0 + NB <= n && run.xp.len() == n * te);
+    unsafe {
+        let x0 = run.xp.as_ptr().add(i0 * te);
+        for (row, o) in packed
+            .chunks_exact(lay.row_bytes)
+            .zip(out.chunks_exact_mut(n))
+        {
+            let mut acc = [_mm512_setzero_si512(); NB];
+            for b in 0..lay.blocks {
+                let d = pl.planes(load_block(row, b, lay), false);
+                let x = x0.add(b * be);
+                for (p, &d) in d.iter().enumerate() {
+                    for (t, acc) in acc.iter_mut().enumerate() {
+                        let xv = _mm512_loadu_si512(x.add(t * te + BLOCK * p).cast());
+                        *acc = D::dot(*acc, d, xv);
+                    }
+                }
+            }
+            for (t, acc) in acc.iter().enumerate() {
+                o[i0 + t] = _mm512_reduce_add_epi32(*acc) - run.sums[i0 + t];
+            }
+        }
+    }
+}
+
+/// Ternary × int8 with VNNI and VBMI.
+///
+/// # Safety
+/// The CPU runs AVX-512 F/BW/VL/VNNI/VBMI; lengths as checked by `kernels::ternary_gemm_i8`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+pub(super) unsafe fn ternary_gemm_i8_vnni(
+    codec: Codec,
+    packed: &[u8],
+    k: usize,
+    xs: &[i8],
+    n: usize,
+    out: &mut [i32],
+) {
+    unsafe {
+        match codec {
+            Codec::Bits2 => ternary_i8::<Vnni, Bits2, 4>(&Bits2, codec, packed, k, xs, n, out),
+            Codec::Bits1_6 => {
+                ternary_i8::<Vnni, _, 5>(&Bits16Lut::new(), codec, packed, k, xs, n, out)
+            }
+        }
+    }
+}
+
+/// Ternary × int8 with AVX-512 F/BW/VL only.
+///
+/// # Safety
+/// The CPU runs AVX-512 F/BW/VL; lengths as checked by `kernels::ternary_gemm_i8`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(super) unsafe fn ternary_gemm_i8_bw(
+    codec: Codec,
+    packed: &[u8],
+    k: usize,
+    xs: &[i8],
+    n: usize,
+    out: &mut [i32],
+) {
+    unsafe {
+        match codec {
+            Codec::Bits2 => ternary_i8::<Bw, Bits2, 4>(&Bits2, codec, packed, k, xs, n, out),
+            Codec::Bits1_6 => {
+                ternary_i8::<Bw, Bits16Cmp, 5>(&Bits16Cmp, codec, packed, k, xs, n, out)
+            }
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! CPU compute kernels: packed ternary × int8 and × f32, dense int8 × int8, dense float × f32.
+//!
+//! Every kernel computes `out[r · n + i] = Σ_j w[r, j] · xs[i, j]` for `rows` weight rows and `n`
+//! activation vectors (`xs` row-major `[n, k]`), on one thread: the caller splits rows across
+//! threads and calls a kernel on each row range, so any `rows >= 0`, `n >= 1` and
+//! `1 <= k <= MAX_K` is accepted. Inconsistent lengths panic before any unsafe code runs.
+//!
+//! * Integer kernels are **exact**: they equal `tern_pack::dot::dot_i8` (ternary) or the plain
+//!   i32 sum (dense) bit for bit.
+//! * Float kernels sum in their own order and stay within `tern_pack::dot::dot_f32_error_budget`.
+//!
+//! # Dispatch
+//! [`Isa::detect`] picks the best instruction set once per process; every entry point takes the
+//! [`Isa`] explicitly (so tests and benchmarks run every path) and falls back to the generic path,
+//! plain Rust that the compiler vectorizes, for anything without a native version. The generic
+//! kernels are in `generic.rs`; the x86 ones in `avx2.rs` and `avx512.rs`.
+//!
+//! # Ternary kernels
+//! Packed digits are `d = t + 1` in {0, 1, 2}, so the int8 kernels compute `Σ d·x` with unsigned ×
+//! signed byte dot products and subtract `Σ x`. Activations are first copied, once per call,
+//! into the order of the packed row's register blocks (`layout.rs`): the tail then reads like a
+//! zero-padded group and needs no scalar code.
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+mod generic;
+mod layout;
+
+use std::sync::OnceLock;
+
+use tern_pack::codec::Codec;
+
+/// The longest row any kernel accepts: every i32 partial sum stays exact below it.
+pub const MAX_K: usize = 1 << 16;
+
+/// Instruction set picked at run time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// Plain Rust, vectorized by the compiler for the build target.
+    Generic,
+    /// AVX2 with FMA and F16C.
+    Avx2,
+    /// AVX-512 F, BW and VL (and the AVX2 set).
+    Avx512,
+    /// [`Isa::Avx512`] with VNNI (`vpdpbusd`) and VBMI (`vpermi2b`).
+    Avx512Vnni,
+}
+
+impl Isa {
+    /// Every instruction set, worst first.
+    pub const ALL: [Isa; 4] = [Isa::Generic, Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni];
+
+    /// The best instruction set this CPU runs (detected once).
+    pub fn detect() -> Isa {
+        *Isa::available().last().unwrap_or(&Isa::Generic)
+    }
+
+    /// Every instruction set this CPU runs, [`Isa::Generic`] first.
+    pub fn available() -> Vec<Isa> {
+        Isa::ALL
+            .into_iter()
+            .filter(|&isa| isa.is_supported())
+            .collect()
+    }
+
+    /// Whether this CPU runs `self` (detected once).
+    pub fn is_supported(self) -> bool {
+        static SUPPORTED: OnceLock<[bool; 4]> = OnceLock::new();
+        SUPPORTED.get_or_init(detect_all)[self as usize]
+    }
+
+    /// The name used on the command line and in benchmark reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Generic => "generic",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+            Isa::Avx512Vnni => "avx512-vnni",
+        }
+    }
+
+    /// Parses an [`Isa::name`].
+    pub fn from_name(s: &str) -> Option<Isa> {
+        Isa::ALL.into_iter().find(|isa| isa.name() == s)
+    }
+}
+
+impl std::fmt::Display for Isa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn detect_all() -> [bool; 4] {
+    use std::arch::is_x86_feature_detected as has;
+    let avx2 = has!("avx2") && has!("fma") && has!("f16c");
+    let avx512 = avx2 && has!("avx512f") && has!("avx512bw") && has!("avx512vl");
+    let vnni = avx512 && has!("avx512vnni") && has!("avx512vbmi");
+    [true, avx2, avx512, vnni]
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn detect_all() -> [bool; 4] {
+    [true, false, false, false]
+}
+
+/// Dense float weights, row-major `[rows, k]`.
+#[derive(Clone, Copy, Debug)]
+pub enum DenseWeights<'a> {
+    /// Single precision.
+    F32(&'a [f32]),
+    /// IEEE half precision, widened on the fly.
+    F16(&'a [half::f16]),
+    /// bfloat16, widened on the fly (a shift).
+    Bf16(&'a [half::bf16]),
+}
+
+impl DenseWeights<'_> {
+    /// Number of weights.
+    pub fn len(&self) -> usize {
+        match self {
+            DenseWeights::F32(w) => w.len(),
+            DenseWeights::F16(w) => w.len(),
+            DenseWeights::Bf16(w) => w.len(),
+        }
+    }
+
+    /// Whether there are no weights.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Checks the shapes shared by every kernel and returns the number of rows.
+fn check_shapes(
+    isa: Isa,
+    w_len: usize,
+    row_len: usize,
+    k: usize,
+    xs_len: usize,
+    n: usize,
+    out_len: usize,
+) -> usize {
+    assert!(
+        isa.is_supported(),
+        "instruction set {isa} is not supported by this CPU"
+    );
+    assert!((1..=MAX_K).contains(&k), "k = {k} outside 1..={MAX_K}");
+    assert!(n >= 1, "n = 0 activation vectors");
+    assert_eq!(
+        w_len % row_len,
+        0,
+        "weights are not whole rows of {row_len}"
+    );
+    let rows = w_len / row_len;
+    assert_eq!(xs_len, n * k, "activations are not [n = {n}, k = {k}]");
+    assert_eq!(out_len, rows * n, "output is not [rows = {rows}, n = {n}]");
+    rows
+}
+
+/// Ternary × int8, exact: `out[r · n + i] = Σ_j t[r, j] · xs[i, j]`.
+///
+/// `packed` holds `rows = packed.len() / codec.row_bytes(k)` packed rows; `xs` is `[n, k]`;
+/// `x_sums[i]` is `Σ_j xs[i, j]`.
+///
+/// # Panics
+/// On inconsistent lengths, `k` outside `1..=MAX_K`, `n == 0`, or an `isa` this CPU lacks.
+#[allow(clippy::too_many_arguments)]
+pub fn ternary_gemm_i8(
+    isa: Isa,
+    codec: Codec,
+    packed: &[u8],
+    k: usize,
+    xs: &[i8],
+    x_sums: &[i32],
+    n: usize,
+    out: &mut [i32],
+) {
+    check_shapes(
+        isa,
+        packed.len(),
+        codec.row_bytes(k),
+        k,
+        xs.len(),
+        n,
+        out.len(),
+    );
+    assert_eq!(x_sums.len(), n, "x_sums length");
+    debug_assert!(
+        xs.chunks_exact(k)
+            .zip(x_sums)
+            .all(|(x, &s)| x.iter().map(|&v| v as i32).sum::<i32>() == s),
+        "x_sums are not the sums of xs"
+    );
+    if out.is_empty() {
+        return;
+    }
+    match isa {
+        // SAFETY: `check_shapes` verified the lengths and that the CPU runs `isa`.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => unsafe { avx512::ternary_gemm_i8_vnni(codec, packed, k, xs, n, out) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { avx512::ternary_gemm_i8_bw(codec, packed, k, xs, n, out) },
+        _ => generic::ternary_gemm_i8(codec, packed, k, xs, n, out),
+    }
+}
+
+/// Ternary × f32 (the TriLM path): `out[r · n + i] = Σ_j t[r, j] · xs[i, j]` within
+/// `tern_pack::dot::dot_f32_error_budget(xs_i)`, by selects and adds only.
+///
+/// # Panics
+/// As [`ternary_gemm_i8`].
+pub fn ternary_gemm_f32(
+    isa: Isa,
+    codec: Codec,
+    packed: &[u8],
+    k: usize,
+    xs: &[f32],
+    n: usize,
+    out: &mut [f32],
+) {
+    check_shapes(
+        isa,
+        packed.len(),
+        codec.row_bytes(k),
+        k,
+        xs.len(),
+        n,
+        out.len(),
+    );
+    if out.is_empty() {
+        return;
+    }
+    match isa {
+        _ => generic::ternary_gemm_f32(codec, packed, k, xs, n, out),
+    }
+}
+
+/// Dense int8 × int8 (the 8-bit LM head), exact: `w` is `[rows, k]`, `out` is `[rows, n]`.
+///
+/// # Panics
+/// As [`ternary_gemm_i8`].
+pub fn dense_gemm_i8(isa: Isa, w: &[i8], k: usize, xs: &[i8], n: usize, out: &mut [i32]) {
+    check_shapes(isa, w.len(), k, k, xs.len(), n, out.len());
+    if out.is_empty() {
+        return;
+    }
+    match isa {
+        _ => generic::dense_gemm_i8(w, k, xs, n, out),
+    }
+}
+
+/// Dense float weights × f32: `w` is `[rows, k]`, `out` is `[rows, n]`, within
+/// `tern_pack::dot::dot_f32_error_budget(xs_i · widened row)` (FMA allowed).
+///
+/// # Panics
+/// As [`ternary_gemm_i8`].
+pub fn dense_gemm_f32(
+    isa: Isa,
+    w: DenseWeights<'_>,
+    k: usize,
+    xs: &[f32],
+    n: usize,
+    out: &mut [f32],
+) {
+    check_shapes(isa, w.len(), k, k, xs.len(), n, out.len());
+    if out.is_empty() {
+        return;
+    }
+    match isa {
+        _ => generic::dense_gemm_f32(w, k, xs, n, out),
+    }
+}
+
+/// The int8 dot-product peak of one core, measured, in multiply-accumulates per second.
+///
+/// Runs a loop of the best int8 dot instruction of `isa` on one thread for about `millis` ms and
+/// divides the MACs it performed by the elapsed time: `vpdpbusd` on 512-bit registers (64 MACs
+/// each) for [`Isa::Avx512Vnni`], `vpmaddubsw` + `vpmaddwd` (32 or 64 MACs per pair) for
+/// [`Isa::Avx2`] and [`Isa::Avx512`], each on independent register accumulators so that
+/// throughput, not latency, bounds it. [`Isa::Generic`] measures the compiler-vectorized byte dot
+/// product of the generic kernels over L1-resident data.
+///
+/// # Panics
+/// If this CPU lacks `isa`.
+pub fn int8_peak_macs_per_s(isa: Isa, millis: u64) -> f64 {
+    assert!(
+        isa.is_supported(),
+        "instruction set {isa} is not supported by this CPU"
+    );
+    match isa {
+        _ => generic::peak_macs_per_s(millis),
+    }
+}

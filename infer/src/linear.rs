@@ -1,0 +1,398 @@
+//! Linear layers behind one trait, so the model is written once whatever the weight format:
+//! packed ternary (2-bit or 1.6-bit, int8 or f32 activations), dense f32/f16/bf16, and the
+//! 8-bit LM head.
+//!
+//! Every layer computes `out[i, r] = Σ_j W[r, j] · x[i, j]` for `n` tokens `x` (`[n, k]`, row
+//! major) into `out` (`[n, rows]`). Work is split over output rows on the current rayon pool;
+//! each chunk calls a single-threaded kernel of [`crate::kernels`].
+
+use std::borrow::Cow;
+
+use half::{bf16, f16};
+use rayon::prelude::*;
+use tern_pack::codec::Codec;
+use tern_pack::quant::quantize_activations_i8;
+
+use crate::kernels::{self, DenseWeights, Isa};
+
+/// The activations entering a layer, with their int8 quantization when some layer wants it.
+///
+/// BitNet quantizes activations per token to int8 (absmax); q/k/v (and gate/up) read the same
+/// input, so the model quantizes once and hands the same [`Input`] to each of them.
+pub struct Input<'x> {
+    /// Tokens in this batch.
+    pub n: usize,
+    /// Features per token.
+    pub k: usize,
+    /// `[n, k]` floats.
+    pub x: &'x [f32],
+    /// The int8 form, when computed.
+    pub q: Option<QuantizedRows>,
+}
+
+/// Per-token int8 activations (BitNet's absmax quantizer), with what the kernels need.
+pub struct QuantizedRows {
+    /// `[n, k]` int8 codes.
+    pub codes: Vec<i8>,
+    /// Per token, the multiplier `x_scale` (`x ≈ code / x_scale`).
+    pub scales: Vec<f32>,
+    /// Per token, `Σ_j code_j`.
+    pub sums: Vec<i32>,
+}
+
+impl QuantizedRows {
+    /// Quantizes `[n, k]` floats token by token.
+    pub fn new(x: &[f32], n: usize, k: usize) -> QuantizedRows {
+        assert_eq!(x.len(), n * k, "activation shape");
+        let mut codes = vec![0i8; n * k];
+        let mut scales = vec![0f32; n];
+        let mut sums = vec![0i32; n];
+        for (i, (xi, qi)) in x.chunks_exact(k).zip(codes.chunks_exact_mut(k)).enumerate() {
+            scales[i] = quantize_activations_i8(xi, qi);
+            sums[i] = qi.iter().map(|&c| c as i32).sum();
+        }
+        QuantizedRows {
+            codes,
+            scales,
+            sums,
+        }
+    }
+}
+
+impl<'x> Input<'x> {
+    /// Floats only.
+    pub fn float(x: &'x [f32], n: usize, k: usize) -> Input<'x> {
+        assert_eq!(x.len(), n * k, "activation shape");
+        Input { n, k, x, q: None }
+    }
+
+    /// Floats plus their int8 quantization when `quantize` is set.
+    pub fn new(x: &'x [f32], n: usize, k: usize, quantize: bool) -> Input<'x> {
+        let mut input = Input::float(x, n, k);
+        if quantize {
+            input.q = Some(QuantizedRows::new(x, n, k));
+        }
+        input
+    }
+
+    fn quantized(&self) -> Cow<'_, QuantizedRows> {
+        match &self.q {
+            Some(q) => Cow::Borrowed(q),
+            None => Cow::Owned(QuantizedRows::new(self.x, self.n, self.k)),
+        }
+    }
+}
+
+impl Clone for QuantizedRows {
+    fn clone(&self) -> Self {
+        QuantizedRows {
+            codes: self.codes.clone(),
+            scales: self.scales.clone(),
+            sums: self.sums.clone(),
+        }
+    }
+}
+
+/// A linear layer `[rows, cols]` in some weight format.
+pub trait Linear: Send + Sync {
+    /// Output features.
+    fn rows(&self) -> usize;
+    /// Input features.
+    fn cols(&self) -> usize;
+    /// Whether the layer reads int8 activations (so the model should quantize once for it).
+    fn wants_i8(&self) -> bool {
+        false
+    }
+    /// Bytes of weights (and scales) one forward reads.
+    fn weight_bytes(&self) -> usize;
+    /// `out[i, r] = Σ_j W[r, j] · x[i, j]`, `out` is `[n, rows]`.
+    fn forward(&self, input: &Input<'_>, out: &mut [f32]);
+}
+
+/// Rows per parallel task: enough tasks to balance `threads`, few enough to stay cheap.
+fn rows_per_task(rows: usize, n: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    if threads == 1 {
+        return rows.max(1);
+    }
+    // Small chunks balance well; larger batches have more work per row.
+    let tasks = threads * if n > 1 { 4 } else { 8 };
+    rows.div_ceil(tasks).max(16)
+}
+
+/// Runs `kernel(first_row, rows_in_chunk, out_chunk)` over row chunks in parallel, where each
+/// chunk writes `[rows_in_chunk, n]` into its slice of a `[rows, n]` buffer, then scatters the
+/// result into `out` (`[n, rows]`) through `finish(row, token, acc)`.
+fn par_rows<T, K, F>(rows: usize, n: usize, out: &mut [f32], kernel: K, finish: F)
+where
+    T: Copy + Default + Send + Sync,
+    K: Fn(usize, usize, &mut [T]) + Sync,
+    F: Fn(usize, usize, T) -> f32 + Sync,
+{
+    assert_eq!(out.len(), rows * n, "output shape");
+    if rows == 0 {
+        return;
+    }
+    let chunk = rows_per_task(rows, n);
+    if n == 1 && std::mem::size_of::<T>() == 4 {
+        // Decode: `[rows, 1]` and `[1, rows]` are the same layout; finish in place.
+        out.par_chunks_mut(chunk).enumerate().for_each(|(c, o)| {
+            let first = c * chunk;
+            let mut acc = vec![T::default(); o.len()];
+            kernel(first, o.len(), &mut acc);
+            for (r, (dst, a)) in o.iter_mut().zip(acc).enumerate() {
+                *dst = finish(first + r, 0, a);
+            }
+        });
+        return;
+    }
+    let mut scratch = vec![T::default(); rows * n];
+    scratch
+        .par_chunks_mut(chunk * n)
+        .enumerate()
+        .for_each(|(c, s)| kernel(c * chunk, s.len() / n, s));
+    // [rows, n] -> [n, rows]
+    out.par_chunks_mut(rows).enumerate().for_each(|(i, o)| {
+        for (r, dst) in o.iter_mut().enumerate() {
+            *dst = finish(r, i, scratch[r * n + i]);
+        }
+    });
+}
+
+/// How a ternary layer treats its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TernaryActivations {
+    /// BitNet: per-token int8 absmax, integer dot products.
+    Int8,
+    /// TriLM: floating-point activations, add/subtract of floats.
+    Float,
+}
+
+/// A packed ternary matrix (zero-copy over the checkpoint's memory map).
+pub struct TernaryLinear<'a> {
+    pub isa: Isa,
+    pub codec: Codec,
+    pub rows: usize,
+    pub cols: usize,
+    /// `rows · codec.row_bytes(cols)` bytes.
+    pub data: &'a [u8],
+    /// Divisors, one per row shard (`W = t / s`).
+    pub scales: Vec<f32>,
+    pub activations: TernaryActivations,
+}
+
+impl TernaryLinear<'_> {
+    fn scale(&self, r: usize) -> f32 {
+        self.scales[r / (self.rows / self.scales.len())]
+    }
+}
+
+impl Linear for TernaryLinear<'_> {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+    fn cols(&self) -> usize {
+        self.cols
+    }
+    fn wants_i8(&self) -> bool {
+        self.activations == TernaryActivations::Int8
+    }
+    fn weight_bytes(&self) -> usize {
+        self.data.len() + 4 * self.scales.len()
+    }
+
+    fn forward(&self, input: &Input<'_>, out: &mut [f32]) {
+        assert_eq!(input.k, self.cols, "ternary layer input width");
+        let (n, k, rb) = (input.n, self.cols, self.codec.row_bytes(self.cols));
+        match self.activations {
+            TernaryActivations::Int8 => {
+                let q = input.quantized();
+                par_rows::<i32, _, _>(
+                    self.rows,
+                    n,
+                    out,
+                    |first, rows, acc| {
+                        let data = &self.data[first * rb..(first + rows) * rb];
+                        kernels::ternary_gemm_i8(
+                            self.isa, self.codec, data, k, &q.codes, &q.sums, n, acc,
+                        );
+                    },
+                    // transformers' BitLinear: y = acc / (x_scale · w_scale).
+                    |r, i, acc| acc as f32 / (q.scales[i] * self.scale(r)),
+                );
+            }
+            TernaryActivations::Float => par_rows::<f32, _, _>(
+                self.rows,
+                n,
+                out,
+                |first, rows, acc| {
+                    let data = &self.data[first * rb..(first + rows) * rb];
+                    kernels::ternary_gemm_f32(self.isa, self.codec, data, k, input.x, n, acc);
+                },
+                |r, _, acc| acc / self.scale(r),
+            ),
+        }
+    }
+}
+
+/// Dense float weights, borrowed from a memory map or owned.
+pub enum DenseStore<'a> {
+    F32(Cow<'a, [f32]>),
+    F16(Cow<'a, [f16]>),
+    Bf16(Cow<'a, [bf16]>),
+}
+
+impl DenseStore<'_> {
+    /// Bytes per value.
+    pub fn elem_bytes(&self) -> usize {
+        match self {
+            DenseStore::F32(_) => 4,
+            DenseStore::F16(_) | DenseStore::Bf16(_) => 2,
+        }
+    }
+
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        match self {
+            DenseStore::F32(w) => w.len(),
+            DenseStore::F16(w) => w.len(),
+            DenseStore::Bf16(w) => w.len(),
+        }
+    }
+
+    /// Whether it holds no value.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Values `start..start + out.len()` as f32.
+    pub fn read_f32(&self, start: usize, out: &mut [f32]) {
+        let end = start + out.len();
+        match self {
+            DenseStore::F32(w) => out.copy_from_slice(&w[start..end]),
+            DenseStore::F16(w) => {
+                for (o, v) in out.iter_mut().zip(&w[start..end]) {
+                    *o = v.to_f32();
+                }
+            }
+            DenseStore::Bf16(w) => {
+                for (o, v) in out.iter_mut().zip(&w[start..end]) {
+                    *o = v.to_f32();
+                }
+            }
+        }
+    }
+
+    /// The `[rows, cols]` sub-matrix of rows `first..first + rows`, for the kernels.
+    fn rows_view(&self, first: usize, rows: usize, cols: usize) -> DenseWeights<'_> {
+        let r = first * cols..(first + rows) * cols;
+        match self {
+            DenseStore::F32(w) => DenseWeights::F32(&w[r]),
+            DenseStore::F16(w) => DenseWeights::F16(&w[r]),
+            DenseStore::Bf16(w) => DenseWeights::Bf16(&w[r]),
+        }
+    }
+}
+
+/// A dense float matrix `[rows, cols]`.
+pub struct DenseLinear<'a> {
+    pub isa: Isa,
+    pub rows: usize,
+    pub cols: usize,
+    pub weights: DenseStore<'a>,
+}
+
+impl Linear for DenseLinear<'_> {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+    fn cols(&self) -> usize {
+        self.cols
+    }
+    fn weight_bytes(&self) -> usize {
+        self.weights.len() * self.weights.elem_bytes()
+    }
+    fn forward(&self, input: &Input<'_>, out: &mut [f32]) {
+        assert_eq!(input.k, self.cols, "dense layer input width");
+        let (n, k) = (input.n, self.cols);
+        par_rows::<f32, _, _>(
+            self.rows,
+            n,
+            out,
+            |first, rows, acc| {
+                let w = self.weights.rows_view(first, rows, k);
+                kernels::dense_gemm_f32(self.isa, w, k, input.x, n, acc);
+            },
+            |_, _, acc| acc,
+        );
+    }
+}
+
+/// An 8-bit matrix: per-row absmax int8 codes (`W[r, j] ≈ code · row_scale[r]`), used for the LM
+/// head. Activations are quantized per token to int8 too, so logits come from exact integer dot
+/// products and two scales.
+pub struct Q8Linear {
+    pub isa: Isa,
+    pub rows: usize,
+    pub cols: usize,
+    pub codes: Vec<i8>,
+    /// Per row, `absmax / 127`.
+    pub row_scales: Vec<f32>,
+}
+
+impl Q8Linear {
+    /// Quantizes a dense matrix row by row (in parallel).
+    pub fn quantize(isa: Isa, rows: usize, cols: usize, w: &DenseStore<'_>) -> Q8Linear {
+        let mut codes = vec![0i8; rows * cols];
+        let mut row_scales = vec![0f32; rows];
+        codes
+            .par_chunks_mut(cols.max(1))
+            .zip(row_scales.par_iter_mut())
+            .enumerate()
+            .for_each_init(
+                || vec![0f32; cols],
+                |buf, (r, (c, s))| {
+                    w.read_f32(r * cols, buf);
+                    let x_scale = quantize_activations_i8(buf, c);
+                    *s = 1.0 / x_scale;
+                },
+            );
+        Q8Linear {
+            isa,
+            rows,
+            cols,
+            codes,
+            row_scales,
+        }
+    }
+}
+
+impl Linear for Q8Linear {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+    fn cols(&self) -> usize {
+        self.cols
+    }
+    fn wants_i8(&self) -> bool {
+        true
+    }
+    fn weight_bytes(&self) -> usize {
+        self.codes.len() + 4 * self.row_scales.len()
+    }
+    fn forward(&self, input: &Input<'_>, out: &mut [f32]) {
+        assert_eq!(input.k, self.cols, "8-bit layer input width");
+        let (n, k) = (input.n, self.cols);
+        let q = input.quantized();
+        par_rows::<i32, _, _>(
+            self.rows,
+            n,
+            out,
+            |first, rows, acc| {
+                let w = &self.codes[first * k..(first + rows) * k];
+                kernels::dense_gemm_i8(self.isa, w, k, &q.codes, n, acc);
+            },
+            |r, i, acc| acc as f32 * self.row_scales[r] / q.scales[i],
+        );
+    }
+}

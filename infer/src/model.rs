@@ -1,0 +1,383 @@
+//! One transformer for every family of the model spec (BitNet b1.58, TriLM-style ternary Llama,
+//! full-precision Llama/Qwen2). The weight format is behind [`Linear`]; the block layout is
+//! chosen by the spec (SubLN norms, relu² or SiLU gate, biases).
+
+use rayon::prelude::*;
+use tern_pack::spec::{Activation, ModelSpec};
+
+use crate::error::{Error, Result};
+use crate::kernels::Isa;
+use crate::linear::{DenseLinear, Input, Linear};
+
+/// A linear layer and its optional bias.
+pub struct Proj<'a> {
+    pub w: Box<dyn Linear + 'a>,
+    pub bias: Option<Vec<f32>>,
+}
+
+impl Proj<'_> {
+    /// `[n, rows]` outputs of `input`, bias added.
+    fn forward(&self, input: &Input<'_>) -> Vec<f32> {
+        let rows = self.w.rows();
+        let mut out = vec![0f32; input.n * rows];
+        self.w.forward(input, &mut out);
+        if let Some(b) = &self.bias {
+            for o in out.chunks_exact_mut(rows) {
+                for (v, bv) in o.iter_mut().zip(b) {
+                    *v += bv;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// One decoder block.
+pub struct Layer<'a> {
+    pub input_norm: Vec<f32>,
+    pub q: Proj<'a>,
+    pub k: Proj<'a>,
+    pub v: Proj<'a>,
+    pub o: Proj<'a>,
+    /// BitNet's SubLN before `o_proj` (`[heads · head_dim]`).
+    pub attn_sub_norm: Option<Vec<f32>>,
+    pub post_norm: Vec<f32>,
+    pub gate: Proj<'a>,
+    pub up: Proj<'a>,
+    pub down: Proj<'a>,
+    /// BitNet's SubLN before `down_proj` (`[intermediate]`).
+    pub ffn_sub_norm: Option<Vec<f32>>,
+}
+
+/// The LM head: the tied embedding matrix, or a matrix of its own (possibly 8-bit).
+pub enum Head<'a> {
+    Tied,
+    Own(Box<dyn Linear + 'a>),
+}
+
+/// A loaded model.
+pub struct Model<'a> {
+    pub spec: ModelSpec,
+    pub isa: Isa,
+    /// `[vocab, hidden]`; also the head when tied.
+    pub embed: DenseLinear<'a>,
+    pub layers: Vec<Layer<'a>>,
+    pub norm: Vec<f32>,
+    pub head: Head<'a>,
+    /// RoPE inverse frequencies, `[head_dim / 2]`.
+    pub inv_freq: Vec<f32>,
+}
+
+/// Which logits a forward returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last token's (generation).
+    Last,
+    /// Every token's (tests, scoring).
+    All,
+}
+
+/// Keys and values of the tokens seen so far, per layer: `[capacity, kv_heads · head_dim]`.
+pub struct KvCache {
+    capacity: usize,
+    len: usize,
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+}
+
+impl KvCache {
+    /// A cache for `capacity` tokens (allocated as it fills).
+    pub fn new(spec: &ModelSpec, capacity: usize) -> KvCache {
+        KvCache {
+            capacity,
+            len: 0,
+            k: (0..spec.num_layers).map(|_| Vec::new()).collect(),
+            v: (0..spec.num_layers).map(|_| Vec::new()).collect(),
+        }
+    }
+
+    /// Tokens cached.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no token is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Tokens it can hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Bytes of keys and values for `tokens` tokens of `spec`.
+    pub fn bytes_for(spec: &ModelSpec, tokens: usize) -> usize {
+        2 * spec.num_layers * tokens * spec.num_kv_heads * spec.head_dim * 4
+    }
+
+    /// Forgets every token.
+    pub fn clear(&mut self) {
+        self.len = 0;
+        self.k.iter_mut().for_each(Vec::clear);
+        self.v.iter_mut().for_each(Vec::clear);
+    }
+}
+
+/// `out = x / rms(x) · gain` per token (`[n, d]`), in f32 like transformers' RMSNorm.
+pub fn rms_norm(x: &[f32], gain: &[f32], eps: f32, out: &mut [f32]) {
+    let d = gain.len();
+    for (xi, oi) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        let ms = xi.iter().map(|v| v * v).sum::<f32>() / d as f32;
+        let inv = 1.0 / (ms + eps).sqrt();
+        for ((o, v), g) in oi.iter_mut().zip(xi).zip(gain) {
+            *o = g * (v * inv);
+        }
+    }
+}
+
+fn rms_norm_in_place(x: &mut [f32], gain: &[f32], eps: f32) {
+    let copy = x.to_vec();
+    rms_norm(&copy, gain, eps, x);
+}
+
+impl<'a> Model<'a> {
+    /// RoPE inverse frequencies of a spec (`1 / θ^(2i / d)`, in f32 as transformers computes them).
+    pub fn rope_inv_freq(spec: &ModelSpec) -> Vec<f32> {
+        let d = spec.head_dim;
+        (0..d / 2)
+            .map(|i| (1.0 / spec.rope_theta.powf((2 * i) as f64 / d as f64)) as f32)
+            .collect()
+    }
+
+    /// Largest context the model serves.
+    pub fn max_context(&self) -> usize {
+        self.spec.max_position_embeddings
+    }
+
+    /// Bytes of weights read per decoded token: every linear layer and the head (the
+    /// embedding row looked up is negligible).
+    pub fn weight_bytes_per_token(&self) -> usize {
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down]
+                    .iter()
+                    .map(|p| p.w.weight_bytes())
+                    .sum::<usize>()
+            })
+            .sum();
+        layers + self.head().weight_bytes()
+    }
+
+    /// Bytes of the ternary (or dense) linear layers alone, and their multiply-accumulates per token.
+    pub fn linear_macs_per_token(&self) -> u64 {
+        self.layers
+            .iter()
+            .flat_map(|l| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down])
+            .map(|p| (p.w.rows() * p.w.cols()) as u64)
+            .sum()
+    }
+
+    fn head(&self) -> &dyn Linear {
+        match &self.head {
+            Head::Tied => &self.embed,
+            Head::Own(h) => h.as_ref(),
+        }
+    }
+
+    /// Runs `tokens` (at positions `cache.len()..`) through the model, appending to `cache`.
+    /// Returns `[m, vocab]` logits, `m` being 1 or `tokens.len()` as `which` says.
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, which: Logits) -> Result<Vec<f32>> {
+        let spec = &self.spec;
+        let (n, h) = (tokens.len(), spec.hidden_size);
+        if n == 0 {
+            return Err(Error::Prompt("no tokens to run".into()));
+        }
+        if cache.len + n > cache.capacity {
+            return Err(Error::Prompt(format!(
+                "{} tokens do not fit the context: {} cached, room for {}",
+                n, cache.len, cache.capacity
+            )));
+        }
+        // [n, hidden]
+        let mut x = vec![0f32; n * h];
+        for (&t, row) in tokens.iter().zip(x.chunks_exact_mut(h)) {
+            if t as usize >= spec.vocab_size {
+                return Err(Error::Prompt(format!(
+                    "token id {t} is outside the vocabulary (size {})",
+                    spec.vocab_size
+                )));
+            }
+            self.embed.weights.read_f32(t as usize * h, row);
+        }
+        let eps = spec.rms_norm_eps as f32;
+        let start = cache.len;
+        for (l, layer) in self.layers.iter().enumerate() {
+            self.layer_forward(layer, l, &mut x, n, start, cache, eps);
+        }
+        cache.len += n;
+        let rows = match which {
+            Logits::Last => &x[(n - 1) * h..],
+            Logits::All => &x[..],
+        };
+        let m = rows.len() / h;
+        let mut normed = vec![0f32; m * h];
+        rms_norm(rows, &self.norm, eps, &mut normed);
+        let head = self.head();
+        let input = Input::new(&normed, m, h, head.wants_i8());
+        let mut logits = vec![0f32; m * spec.vocab_size];
+        head.forward(&input, &mut logits);
+        Ok(logits)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn layer_forward(
+        &self,
+        layer: &Layer<'_>,
+        l: usize,
+        x: &mut [f32],
+        n: usize,
+        start: usize,
+        cache: &mut KvCache,
+        eps: f32,
+    ) {
+        let spec = &self.spec;
+        let (h, hd) = (spec.hidden_size, spec.head_dim);
+        let (heads, kv_heads) = (spec.num_heads, spec.num_kv_heads);
+        let (q_dim, kv_dim) = (heads * hd, kv_heads * hd);
+
+        // Attention.
+        let mut xn = vec![0f32; n * h]; // [n, hidden]
+        rms_norm(x, &layer.input_norm, eps, &mut xn);
+        let input = Input::new(&xn, n, h, layer.q.w.wants_i8() || layer.k.w.wants_i8());
+        let mut q = layer.q.forward(&input); // [n, heads · hd]
+        let mut k = layer.k.forward(&input); // [n, kv_heads · hd]
+        let v = layer.v.forward(&input); // [n, kv_heads · hd]
+        for i in 0..n {
+            let pos = start + i;
+            self.rope(&mut q[i * q_dim..(i + 1) * q_dim], pos);
+            self.rope(&mut k[i * kv_dim..(i + 1) * kv_dim], pos);
+        }
+        cache.k[l].extend_from_slice(&k);
+        cache.v[l].extend_from_slice(&v);
+        let mut attn = vec![0f32; n * q_dim]; // [n, heads · hd]
+        attention(
+            &q,
+            &cache.k[l],
+            &cache.v[l],
+            &mut attn,
+            Dims {
+                heads,
+                kv_heads,
+                hd,
+                start,
+            },
+        );
+        if let Some(g) = &layer.attn_sub_norm {
+            rms_norm_in_place(&mut attn, g, eps);
+        }
+        let o = layer
+            .o
+            .forward(&Input::new(&attn, n, q_dim, layer.o.w.wants_i8()));
+        for (a, b) in x.iter_mut().zip(&o) {
+            *a += b;
+        }
+
+        // Feed-forward.
+        rms_norm(x, &layer.post_norm, eps, &mut xn);
+        let input = Input::new(&xn, n, h, layer.gate.w.wants_i8() || layer.up.w.wants_i8());
+        let mut g = layer.gate.forward(&input); // [n, inter]
+        let u = layer.up.forward(&input); // [n, inter]
+        match spec.activation {
+            Activation::Silu => g.iter_mut().zip(&u).for_each(|(a, b)| {
+                *a = *a / (1.0 + (-*a).exp()) * b;
+            }),
+            Activation::Relu2 => g.iter_mut().zip(&u).for_each(|(a, b)| {
+                let r = a.max(0.0);
+                *a = r * r * b;
+            }),
+        }
+        if let Some(gain) = &layer.ffn_sub_norm {
+            rms_norm_in_place(&mut g, gain, eps);
+        }
+        let inter = spec.intermediate_size;
+        let d = layer
+            .down
+            .forward(&Input::new(&g, n, inter, layer.down.w.wants_i8()));
+        for (a, b) in x.iter_mut().zip(&d) {
+            *a += b;
+        }
+        debug_assert_eq!(cache.k[l].len(), (start + n) * kv_dim);
+    }
+
+    /// Rotates every head of `v` (`[heads · head_dim]`) to position `pos` (rotate-half layout).
+    fn rope(&self, v: &mut [f32], pos: usize) {
+        let hd = self.spec.head_dim;
+        let half = hd / 2;
+        let (cos, sin): (Vec<f32>, Vec<f32>) = self
+            .inv_freq
+            .iter()
+            .map(|&f| {
+                let a = pos as f32 * f;
+                (a.cos(), a.sin())
+            })
+            .unzip();
+        for head in v.chunks_exact_mut(hd) {
+            for i in 0..half {
+                let (a, b) = (head[i], head[i + half]);
+                head[i] = a * cos[i] - b * sin[i];
+                head[i + half] = b * cos[i] + a * sin[i];
+            }
+        }
+    }
+}
+
+struct Dims {
+    heads: usize,
+    kv_heads: usize,
+    hd: usize,
+    /// Position of the first query.
+    start: usize,
+}
+
+/// Causal grouped-query attention of `n` queries against the cache, in parallel over
+/// (token, head). `q`, `out`: `[n, heads · hd]`; `k`, `v`: `[start + n, kv_heads · hd]`.
+fn attention(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], d: Dims) {
+    let Dims {
+        heads,
+        kv_heads,
+        hd,
+        start,
+    } = d;
+    let kv_dim = kv_heads * hd;
+    let group = heads / kv_heads;
+    let scale = 1.0 / (hd as f32).sqrt();
+    out.par_chunks_mut(hd).enumerate().for_each(|(c, o)| {
+        let (i, head) = (c / heads, c % heads);
+        let kvh = head / group;
+        let qv = &q[c * hd..(c + 1) * hd];
+        let len = start + i + 1;
+        let mut scores: Vec<f32> = (0..len)
+            .map(|t| {
+                let kt = &k[t * kv_dim + kvh * hd..t * kv_dim + (kvh + 1) * hd];
+                qv.iter().zip(kt).map(|(a, b)| a * b).sum::<f32>() * scale
+            })
+            .collect();
+        let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+        let mut sum = 0f32;
+        for s in scores.iter_mut() {
+            *s = (*s - max).exp();
+            sum += *s;
+        }
+        o.fill(0.0);
+        for (t, s) in scores.iter().enumerate() {
+            let w = s / sum;
+            let vt = &v[t * kv_dim + kvh * hd..t * kv_dim + (kvh + 1) * hd];
+            for (a, b) in o.iter_mut().zip(vt) {
+                *a += w * b;
+            }
+        }
+    });
+}

@@ -1,0 +1,199 @@
+//! The engine against Hugging Face `transformers` on the tiny fixtures of
+//! `scripts/make_fixtures.py`: prompt logits within a named budget and 32 greedy tokens
+//! identical, for 2-bit and 1.6-bit packings, every kernel set this CPU runs, 1 and 2 threads;
+//! and the float baseline on the latent checkpoints.
+
+use std::path::{Path, PathBuf};
+
+use tern_infer::generate::{GenerateOptions, generate};
+use tern_infer::kernels::Isa;
+use tern_infer::sample::SamplingParams;
+use tern_infer::{HeadFormat, KvCache, LoadOptions, Logits, Model};
+use tern_pack::Codec;
+use tern_pack::checkpoint::{LatentCheckpoint, PackedCheckpoint};
+use tern_pack::convert::{PackOptions, pack_checkpoint};
+use tern_pack::safetensors::SafetensorsFile;
+
+/// Largest |tern − transformers| of any prompt logit, relative to the largest |logit| of the
+/// reference. Both compute in f32; the differences are summation order and, for BitNet, an
+/// activation whose int8 rounding flips on a last-ulp difference upstream.
+const LOGITS_REL_BUDGET: f32 = 1e-5;
+
+/// Same, for the 8-bit head against the native one (int8 rounding of weights and activations).
+const Q8_HEAD_REL_BUDGET: f32 = 2e-2;
+
+const GREEDY_STEPS: usize = 32;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(name)
+}
+
+struct Expected {
+    prompt: Vec<u32>,
+    logits: Vec<f32>,
+    greedy: Vec<u32>,
+}
+
+/// `prefix` is "" (the model as stored) or "ternary_" (the ternarized model).
+fn expected(name: &str, prefix: &str) -> Expected {
+    let f = SafetensorsFile::open(&fixture(name).join("expected.safetensors")).unwrap();
+    let ints = |n: &str| -> Vec<u32> {
+        let bytes = f.read(f.header.get(n).unwrap()).unwrap();
+        bytes
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
+            .collect()
+    };
+    let logits_name = format!("{prefix}logits");
+    Expected {
+        prompt: ints("prompt_ids"),
+        logits: f.read_f32(f.header.get(&logits_name).unwrap()).unwrap(),
+        greedy: ints(&format!("{prefix}greedy"))[8..].to_vec(),
+    }
+}
+
+fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+fn prompt_logits(model: &Model<'_>, prompt: &[u32]) -> Vec<f32> {
+    let mut cache = KvCache::new(&model.spec, prompt.len());
+    model.forward(prompt, &mut cache, Logits::All).unwrap()
+}
+
+fn greedy(model: &Model<'_>, prompt: &[u32]) -> Vec<u32> {
+    let opts = GenerateOptions {
+        max_tokens: GREEDY_STEPS,
+        sampling: SamplingParams::default(),
+        stop_tokens: vec![], // like the reference: eos ignored
+    };
+    generate(model, prompt, &opts, &mut |_| Ok(()))
+        .unwrap()
+        .tokens
+}
+
+fn pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+}
+
+fn pack(name: &str, codec: Codec, dir: &Path) -> PackedCheckpoint {
+    let out = dir.join(format!("{name}-{}", codec.bits_label()));
+    let opts = PackOptions {
+        codec,
+        overwrite: false,
+        quant: None,
+        tokenizer: None,
+    };
+    pack_checkpoint(&fixture(name), &out, &opts, &mut |_| {}).unwrap();
+    PackedCheckpoint::open(&out).unwrap()
+}
+
+fn check_packed(name: &str, prefix: &str) {
+    let exp = expected(name, prefix);
+    let tmp = tempfile::tempdir().unwrap();
+    for codec in Codec::ALL {
+        let ckpt = pack(name, codec, tmp.path());
+        for isa in Isa::available() {
+            for threads in [1, 2] {
+                let opts = LoadOptions {
+                    isa,
+                    head: HeadFormat::Native,
+                };
+                let model = Model::from_packed(&ckpt, opts).unwrap();
+                let what = format!(
+                    "{name} {} bits, {} kernels, {threads} threads",
+                    codec.bits_label(),
+                    isa.name()
+                );
+                pool(threads).install(|| {
+                    let d = max_rel_diff(&prompt_logits(&model, &exp.prompt), &exp.logits);
+                    assert!(
+                        d <= LOGITS_REL_BUDGET,
+                        "{what}: logits differ by {d} (relative)"
+                    );
+                    assert_eq!(
+                        greedy(&model, &exp.prompt),
+                        exp.greedy,
+                        "{what}: greedy tokens"
+                    );
+                });
+            }
+        }
+    }
+}
+
+#[test]
+fn bitnet_hf_packed_matches_transformers() {
+    check_packed("bitnet-packed", "");
+}
+
+#[test]
+fn bitnet_bf16_packed_matches_transformers_bitlinear() {
+    check_packed("bitnet-bf16", "ternary_");
+}
+
+#[test]
+fn trilm_llama_f32_with_row_shards_matches_transformers() {
+    check_packed("llama-f32", "ternary_");
+}
+
+#[test]
+fn trilm_llama_f16_sharded_matches_transformers() {
+    check_packed("llama-f16-sharded", "ternary_");
+}
+
+#[test]
+fn float_baseline_matches_transformers() {
+    for name in ["bitnet-bf16", "llama-f32", "llama-f16-sharded"] {
+        let exp = expected(name, "");
+        let ckpt = LatentCheckpoint::open(&fixture(name)).unwrap();
+        let spec = ckpt.spec().unwrap();
+        for isa in Isa::available() {
+            let opts = LoadOptions {
+                isa,
+                head: HeadFormat::Native,
+            };
+            let model = Model::from_float(&spec, &ckpt, &ckpt.dir, opts).unwrap();
+            let d = max_rel_diff(&prompt_logits(&model, &exp.prompt), &exp.logits);
+            assert!(
+                d <= LOGITS_REL_BUDGET,
+                "{name} float, {}: logits differ by {d}",
+                isa.name()
+            );
+            assert_eq!(
+                greedy(&model, &exp.prompt),
+                exp.greedy,
+                "{name} float, {}: greedy",
+                isa.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn q8_head_stays_close_to_the_native_head() {
+    let exp = expected("bitnet-packed", "");
+    let tmp = tempfile::tempdir().unwrap();
+    let ckpt = pack("bitnet-packed", Codec::Bits2, tmp.path());
+    let native = Model::from_packed(&ckpt, LoadOptions::default()).unwrap();
+    let q8 = Model::from_packed(
+        &ckpt,
+        LoadOptions {
+            head: HeadFormat::Q8,
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap();
+    let a = prompt_logits(&native, &exp.prompt);
+    let b = prompt_logits(&q8, &exp.prompt);
+    let d = max_rel_diff(&b, &a);
+    assert!(d <= Q8_HEAD_REL_BUDGET, "q8 head logits differ by {d}");
+    assert!(q8.weight_bytes_per_token() < native.weight_bytes_per_token());
+}

@@ -1,0 +1,120 @@
+//! What `tern infer` and `tern bench` share: opening a model directory, threads, kernel choice.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use tern_infer::kernels::Isa;
+use tern_infer::{HeadFormat, LoadOptions, Model};
+use tern_pack::checkpoint::packed::{FORMAT, WEIGHTS_FILE};
+use tern_pack::checkpoint::{LatentCheckpoint, PackedCheckpoint};
+use tern_pack::safetensors::SafetensorsFile;
+
+/// Kernel and head options common to `infer` and `bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EngineArgs {
+    /// Worker threads (default: every core).
+    #[arg(long, short = 't')]
+    pub threads: Option<usize>,
+    /// LM head format: `native` (as stored: f16/bf16/f32) or `q8` (int8 per row, half the
+    /// bytes of f16; activations quantized to int8 for it).
+    #[arg(long, default_value = "native", value_parser = |s: &str| HeadFormat::from_name(s).ok_or_else(|| format!("`{s}`: use native or q8")))]
+    pub head: HeadFormat,
+    /// Kernels: auto (best this CPU runs), generic, avx2, avx512, avx512-vnni.
+    #[arg(long, default_value = "auto")]
+    pub isa: String,
+}
+
+impl EngineArgs {
+    /// Sets up the global thread pool and returns load options.
+    pub fn setup(&self) -> anyhow::Result<LoadOptions> {
+        let threads = match self.threads {
+            Some(0) => bail!("--threads must be at least 1"),
+            Some(t) => t,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .context("cannot start the thread pool")?;
+        let isa = if self.isa == "auto" {
+            Isa::detect()
+        } else {
+            let isa = Isa::from_name(&self.isa).with_context(|| {
+                format!(
+                    "--isa `{}`: use auto, generic, avx2, avx512 or avx512-vnni",
+                    self.isa
+                )
+            })?;
+            if !Isa::available().contains(&isa) {
+                bail!("--isa {}: this CPU does not support it", isa.name());
+            }
+            isa
+        };
+        Ok(LoadOptions {
+            isa,
+            head: self.head,
+        })
+    }
+}
+
+/// A model directory opened for serving: packed (memory-mapped) or float (read into memory).
+pub enum Opened {
+    Packed(PackedCheckpoint),
+    Float(LatentCheckpoint),
+}
+
+impl Opened {
+    /// Opens `dir`, telling a tern packed checkpoint from a float one by its metadata.
+    pub fn open(dir: &Path) -> anyhow::Result<Opened> {
+        let single = dir.join(WEIGHTS_FILE);
+        let packed = single.is_file()
+            && SafetensorsFile::open(&single)?
+                .header
+                .metadata
+                .get("format")
+                .is_some_and(|f| f == FORMAT);
+        Ok(if packed {
+            Opened::Packed(PackedCheckpoint::open(dir)?)
+        } else {
+            Opened::Float(LatentCheckpoint::open(dir)?)
+        })
+    }
+
+    /// The model over this checkpoint.
+    pub fn model(&self, opts: LoadOptions) -> anyhow::Result<Model<'_>> {
+        Ok(match self {
+            Opened::Packed(p) => Model::from_packed(p, opts)?,
+            Opened::Float(l) => {
+                let spec = l.spec()?;
+                l.check_no_unknown(&spec)?;
+                Model::from_float(&spec, l, &l.dir, opts)?
+            }
+        })
+    }
+
+    /// `ternary-2bit`, `ternary-1.6bit` or `float`, and the size of the weights.
+    pub fn describe(&self) -> (String, u64) {
+        match self {
+            Opened::Packed(p) => (p.codec.name().to_string(), p.file_size()),
+            Opened::Float(l) => {
+                let bytes = std::fs::read_dir(&l.dir)
+                    .map(|d| {
+                        d.filter_map(|e| e.ok())
+                            .filter(|e| e.file_name().to_string_lossy().ends_with(".safetensors"))
+                            .filter_map(|e| e.metadata().ok())
+                            .map(|m| m.len())
+                            .sum()
+                    })
+                    .unwrap_or(0);
+                ("float".to_string(), bytes)
+            }
+        }
+    }
+
+    pub fn config(&self) -> &tern_pack::spec::HfConfig {
+        match self {
+            Opened::Packed(p) => &p.config,
+            Opened::Float(l) => &l.config,
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! `tern infer` and `tern bench` end to end on the fixtures: the greedy tokens of
+//! `transformers`, streamed text, and clear errors (non-zero exit, no panic) on bad prompts and
+//! bad checkpoints.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn tern(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(args)
+        .output()
+        .expect("run tern")
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Packs the HF BitNet fixture at `bits` into `dir`.
+fn packed(dir: &Path, bits: &str) -> PathBuf {
+    let out = dir.join(format!("m{bits}"));
+    let o = tern(&[
+        "pack",
+        s(&fixture("bitnet-packed")),
+        "--out",
+        s(&out),
+        "--bits",
+        bits,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    out
+}
+
+/// The fixture's 32 greedy tokens (after its 8-token prompt), from expected.safetensors.
+fn expected_greedy() -> Vec<u32> {
+    let f = tern_pack::safetensors::SafetensorsFile::open(
+        &fixture("bitnet-packed").join("expected.safetensors"),
+    )
+    .unwrap();
+    let bytes = f.read(f.header.get("greedy").unwrap()).unwrap();
+    bytes
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
+        .skip(8)
+        .collect()
+}
+
+#[test]
+fn infer_prints_the_greedy_tokens_of_transformers_at_both_widths() {
+    let dir = tempfile::tempdir().unwrap();
+    // The fixture prompt: the first 8 tokens of this sentence.
+    let tok =
+        tokenizers::Tokenizer::from_file(fixture("bitnet-packed").join("tokenizer.json")).unwrap();
+    let ids = tok
+        .encode("The quick brown fox jumps over the lazy dog.", true)
+        .unwrap()
+        .get_ids()[..8]
+        .to_vec();
+    let prompt = tok.decode(&ids, false).unwrap();
+    for bits in ["2", "1.6"] {
+        let m = packed(dir.path(), bits);
+        let o = tern(&[
+            "infer",
+            "--model",
+            s(&m),
+            "--prompt",
+            &prompt,
+            "-n",
+            "32",
+            "--ignore-eos",
+            "--ids",
+            "--threads",
+            "2",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let got: Vec<u32> = String::from_utf8(o.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect();
+        assert_eq!(got, expected_greedy(), "{bits} bits");
+
+        // Text mode streams the same tokens as text.
+        let o = tern(&[
+            "infer",
+            "--model",
+            s(&m),
+            "--prompt",
+            &prompt,
+            "-n",
+            "32",
+            "--ignore-eos",
+            "--stats",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let text = String::from_utf8(o.stdout.clone()).unwrap();
+        assert_eq!(
+            text.trim_end_matches('\n'),
+            tok.decode(&expected_greedy(), true).unwrap()
+        );
+        assert!(stderr(&o).contains("decode"), "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn prompt_from_stdin_and_sampling_with_a_seed_repeat() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = packed(dir.path(), "2");
+    let run = || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args([
+                "infer",
+                "--model",
+                s(&m),
+                "-n",
+                "12",
+                "--temperature",
+                "0.8",
+                "--top-k",
+                "40",
+                "--top-p",
+                "0.95",
+                "--repetition-penalty",
+                "1.1",
+                "--seed",
+                "7",
+                "--ids",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"She sells sea shells")
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let (a, b) = (run(), run());
+    assert!(a.status.success(), "{}", stderr(&a));
+    assert_eq!(a.stdout, b.stdout);
+    assert!(!a.stdout.is_empty());
+}
+
+#[test]
+fn bad_prompts_and_checkpoints_fail_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = packed(dir.path(), "2");
+    let check = |o: Output, needle: &str| {
+        assert!(!o.status.success());
+        let e = stderr(&o);
+        assert!(e.contains(needle), "expected `{needle}` in: {e}");
+        assert!(!e.contains("panicked"), "{e}");
+    };
+    check(tern(&["infer", "--model", s(&m), "--prompt", ""]), "empty");
+
+    let bad = dir.path().join("bad.txt");
+    std::fs::write(&bad, b"caf\xc3").unwrap();
+    check(
+        tern(&["infer", "--model", s(&m), "--prompt-file", s(&bad)]),
+        "not valid UTF-8",
+    );
+
+    // The fixture's context is 128 tokens.
+    let long = "the rain in spain ".repeat(200);
+    check(
+        tern(&["infer", "--model", s(&m), "--prompt", &long]),
+        "context",
+    );
+
+    check(
+        tern(&["infer", "--model", s(&m), "--prompt", "hi", "--top-p", "0"]),
+        "--top-p",
+    );
+
+    // A truncated weights file.
+    let broken = dir.path().join("broken");
+    std::fs::create_dir(&broken).unwrap();
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(m.join(f), broken.join(f)).unwrap();
+    }
+    let bytes = std::fs::read(m.join("model.safetensors")).unwrap();
+    std::fs::write(broken.join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
+    check(
+        tern(&["infer", "--model", s(&broken), "--prompt", "hi"]),
+        "model.safetensors",
+    );
+
+    // No tokenizer.
+    std::fs::write(broken.join("model.safetensors"), &bytes).unwrap();
+    std::fs::remove_file(broken.join("tokenizer.json")).unwrap();
+    check(
+        tern(&["infer", "--model", s(&broken), "--prompt", "hi"]),
+        "tokenizer.json",
+    );
+}
+
+#[test]
+fn bench_json_has_the_documented_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = packed(dir.path(), "1.6");
+    let o = tern(&[
+        "bench",
+        "--model",
+        s(&m),
+        "-p",
+        "16",
+        "-n",
+        "8",
+        "--threads",
+        "1",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for key in [
+        "prefill_tok_s",
+        "decode_tok_s",
+        "ttft_ms",
+        "peak_rss_bytes",
+        "weight_bytes_per_token",
+        "measured_bandwidth_gb_s",
+        "roofline_fraction",
+    ] {
+        assert!(
+            j[key].as_f64().is_some_and(|v| v > 0.0),
+            "{key}: {}",
+            j[key]
+        );
+    }
+    assert_eq!(j["format"], "ternary-1.6bit");
+    // 14 ternary matrices at 1.6 bits plus the tied f16... bf16 head of 320 x 64.
+    assert!(j["weight_bytes_per_token"].as_u64().unwrap() > 320 * 64 * 2);
+}
+
+#[test]
+fn bench_of_a_config_compares_with_f32() {
+    let o = tern(&[
+        "bench",
+        "--config",
+        s(&fixture("llama-f32")),
+        "--bits",
+        "2",
+        "-p",
+        "8",
+        "-n",
+        "4",
+        "--threads",
+        "1",
+        "--json",
+        "--compare-f32",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["f32"]["format"], "f32");
+    assert!(j["decode_speedup_vs_f32"].as_f64().unwrap() > 0.0);
+    assert!(j["memory_ratio_f32_over_ours"].as_f64().unwrap() > 0.0);
+}
