@@ -80,6 +80,8 @@ fn infer_prints_the_greedy_tokens_of_transformers_at_both_widths() {
             "32",
             "--ignore-eos",
             "--ids",
+            "--kv",
+            "f32",
             "--threads",
             "2",
         ]);
@@ -102,6 +104,8 @@ fn infer_prints_the_greedy_tokens_of_transformers_at_both_widths() {
             "32",
             "--ignore-eos",
             "--stats",
+            "--kv",
+            "f32",
         ]);
         assert!(o.status.success(), "{}", stderr(&o));
         let text = String::from_utf8(o.stdout.clone()).unwrap();

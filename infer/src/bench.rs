@@ -7,9 +7,10 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use tern_pack::init::SplitMix64;
 
+use crate::attention::{KvCache, KvDtype};
 use crate::error::{Error, Result};
 use crate::kernels::{self, Isa};
-use crate::model::{KvCache, Logits, Model};
+use crate::model::{Logits, Model};
 use crate::sample::argmax;
 
 /// What one benchmark run measured. Field names are the `--json` keys.
@@ -55,6 +56,7 @@ pub struct BenchOptions {
     /// Bytes read per pass when measuring bandwidth.
     pub bandwidth_bytes: usize,
     pub seed: u64,
+    pub kv: KvDtype,
 }
 
 impl Default for BenchOptions {
@@ -64,6 +66,7 @@ impl Default for BenchOptions {
             gen_tokens: 64,
             bandwidth_bytes: 1 << 30,
             seed: 0,
+            kv: KvDtype::F16,
         }
     }
 }
@@ -147,7 +150,7 @@ pub fn run(
     let prompt: Vec<u32> = (0..p).map(|_| (rng.next_u64() % vocab) as u32).collect();
 
     // Warm-up: fault in every page of the weights and the first caches.
-    let mut cache = KvCache::new(&model.spec, p + n);
+    let mut cache = KvCache::new(&model.spec, p + n, opts.kv);
     model.forward(&prompt[..p.min(8)], &mut cache, Logits::Last)?;
     model.forward(&prompt[..1], &mut cache, Logits::Last)?;
 
@@ -169,6 +172,8 @@ pub fn run(
     };
     let prefill_tok_s = p as f64 / ttft.as_secs_f64();
     let bytes_per_token = model.weight_bytes_per_token() as u64;
+    // Before the bandwidth probe allocates its own buffer.
+    let peak_rss = peak_rss_bytes();
     let bandwidth = measure_read_bandwidth(opts.bandwidth_bytes);
     let effective = bytes_per_token as f64 * decode_tok_s / 1e9;
     let macs = model.linear_macs_per_token();
@@ -184,9 +189,9 @@ pub fn run(
         prefill_tok_s,
         decode_tok_s,
         ttft_ms: ttft.as_secs_f64() * 1e3,
-        peak_rss_bytes: peak_rss_bytes(),
+        peak_rss_bytes: peak_rss,
         file_bytes,
-        kv_cache_bytes: KvCache::bytes_for(&model.spec, cache.len()) as u64,
+        kv_cache_bytes: cache.bytes(&model.spec) as u64,
         weight_bytes_per_token: bytes_per_token,
         effective_gb_s: effective,
         measured_bandwidth_gb_s: bandwidth,

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use tern_pack::spec::HfConfig;
 
+use crate::attention::{KvCache, KvDtype};
 use crate::error::{Error, Result};
-use crate::model::{KvCache, Logits, Model};
+use crate::model::{Logits, Model};
 use crate::sample::{Sampler, SamplingParams};
 
 /// The model's tokenizer.
@@ -19,11 +20,16 @@ pub struct TextTokenizer {
 impl TextTokenizer {
     /// Loads `dir/tokenizer.json`.
     pub fn load(dir: &Path) -> Result<TextTokenizer> {
-        let path = dir.join("tokenizer.json");
+        TextTokenizer::load_file(&dir.join("tokenizer.json"))
+    }
+
+    /// Loads a `tokenizer.json` file.
+    pub fn load_file(path: &Path) -> Result<TextTokenizer> {
+        let path = path.to_path_buf();
         if !path.is_file() {
             return Err(Error::Tokenizer {
                 path,
-                reason: "not found: a checkpoint needs its tokenizer.json to take text prompts (or pass token ids)".into(),
+                reason: "not found: text prompts need the model's tokenizer.json (pass --tokenizer FILE if it lives elsewhere)".into(),
             });
         }
         let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| Error::Tokenizer {
@@ -136,6 +142,8 @@ pub struct GenerateOptions {
     pub sampling: SamplingParams,
     /// Generation stops after emitting one of these (it is not printed).
     pub stop_tokens: Vec<u32>,
+    /// Element type of the KV cache.
+    pub kv: KvDtype,
 }
 
 /// Why generation stopped.
@@ -215,7 +223,7 @@ pub fn generate(
     check_prompt(model, prompt)?;
     let mut sampler = Sampler::new(opts.sampling)?;
     let capacity = (prompt.len() + opts.max_tokens).min(model.max_context());
-    let mut cache = KvCache::new(&model.spec, capacity);
+    let mut cache = KvCache::new(&model.spec, capacity, opts.kv);
     let mut history = prompt.to_vec();
     let mut tokens = Vec::new();
     let t0 = Instant::now();

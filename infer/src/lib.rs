@@ -8,6 +8,7 @@
 //! * [`generate`], [`sample`]: tokenizer, prefill + decode loop, sampling, stop tokens.
 //! * [`bench`]: throughput, memory and roofline measurements for `tern bench`.
 
+pub mod attention;
 pub mod bench;
 pub mod error;
 pub mod generate;
@@ -17,6 +18,7 @@ pub mod load;
 pub mod model;
 pub mod sample;
 
+pub use attention::{KvCache, KvDtype};
 pub use error::{Error, Result};
 pub use load::{HeadFormat, LoadOptions};
-pub use model::{KvCache, Logits, Model};
+pub use model::{Logits, Model};

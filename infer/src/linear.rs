@@ -20,6 +20,8 @@ use crate::kernels::{self, DenseWeights, Isa};
 /// BitNet quantizes activations per token to int8 (absmax); q/k/v (and gate/up) read the same
 /// input, so the model quantizes once and hands the same [`Input`] to each of them.
 pub struct Input<'x> {
+    /// Kernels for the quantizer.
+    pub isa: Isa,
     /// Tokens in this batch.
     pub n: usize,
     /// Features per token.
@@ -42,14 +44,13 @@ pub struct QuantizedRows {
 
 impl QuantizedRows {
     /// Quantizes `[n, k]` floats token by token.
-    pub fn new(x: &[f32], n: usize, k: usize) -> QuantizedRows {
+    pub fn new(isa: Isa, x: &[f32], n: usize, k: usize) -> QuantizedRows {
         assert_eq!(x.len(), n * k, "activation shape");
         let mut codes = vec![0i8; n * k];
         let mut scales = vec![0f32; n];
         let mut sums = vec![0i32; n];
         for (i, (xi, qi)) in x.chunks_exact(k).zip(codes.chunks_exact_mut(k)).enumerate() {
-            scales[i] = quantize_activations_i8(xi, qi);
-            sums[i] = qi.iter().map(|&c| c as i32).sum();
+            (scales[i], sums[i]) = crate::attention::quantize_i8(isa, xi, qi);
         }
         QuantizedRows {
             codes,
@@ -61,16 +62,22 @@ impl QuantizedRows {
 
 impl<'x> Input<'x> {
     /// Floats only.
-    pub fn float(x: &'x [f32], n: usize, k: usize) -> Input<'x> {
+    pub fn float(isa: Isa, x: &'x [f32], n: usize, k: usize) -> Input<'x> {
         assert_eq!(x.len(), n * k, "activation shape");
-        Input { n, k, x, q: None }
+        Input {
+            isa,
+            n,
+            k,
+            x,
+            q: None,
+        }
     }
 
     /// Floats plus their int8 quantization when `quantize` is set.
-    pub fn new(x: &'x [f32], n: usize, k: usize, quantize: bool) -> Input<'x> {
-        let mut input = Input::float(x, n, k);
+    pub fn new(isa: Isa, x: &'x [f32], n: usize, k: usize, quantize: bool) -> Input<'x> {
+        let mut input = Input::float(isa, x, n, k);
         if quantize {
-            input.q = Some(QuantizedRows::new(x, n, k));
+            input.q = Some(QuantizedRows::new(isa, x, n, k));
         }
         input
     }
@@ -78,7 +85,7 @@ impl<'x> Input<'x> {
     fn quantized(&self) -> Cow<'_, QuantizedRows> {
         match &self.q {
             Some(q) => Cow::Borrowed(q),
-            None => Cow::Owned(QuantizedRows::new(self.x, self.n, self.k)),
+            None => Cow::Owned(QuantizedRows::new(self.isa, self.x, self.n, self.k)),
         }
     }
 }

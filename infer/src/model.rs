@@ -2,9 +2,9 @@
 //! full-precision Llama/Qwen2). The weight format is behind [`Linear`]; the block layout is
 //! chosen by the spec (SubLN norms, relu² or SiLU gate, biases).
 
-use rayon::prelude::*;
 use tern_pack::spec::{Activation, ModelSpec};
 
+use crate::attention::{Dims, KvCache};
 use crate::error::{Error, Result};
 use crate::kernels::Isa;
 use crate::linear::{DenseLinear, Input, Linear};
@@ -75,53 +75,6 @@ pub enum Logits {
     Last,
     /// Every token's (tests, scoring).
     All,
-}
-
-/// Keys and values of the tokens seen so far, per layer: `[capacity, kv_heads · head_dim]`.
-pub struct KvCache {
-    capacity: usize,
-    len: usize,
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
-}
-
-impl KvCache {
-    /// A cache for `capacity` tokens (allocated as it fills).
-    pub fn new(spec: &ModelSpec, capacity: usize) -> KvCache {
-        KvCache {
-            capacity,
-            len: 0,
-            k: (0..spec.num_layers).map(|_| Vec::new()).collect(),
-            v: (0..spec.num_layers).map(|_| Vec::new()).collect(),
-        }
-    }
-
-    /// Tokens cached.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether no token is cached.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Tokens it can hold.
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    /// Bytes of keys and values for `tokens` tokens of `spec`.
-    pub fn bytes_for(spec: &ModelSpec, tokens: usize) -> usize {
-        2 * spec.num_layers * tokens * spec.num_kv_heads * spec.head_dim * 4
-    }
-
-    /// Forgets every token.
-    pub fn clear(&mut self) {
-        self.len = 0;
-        self.k.iter_mut().for_each(Vec::clear);
-        self.v.iter_mut().for_each(Vec::clear);
-    }
 }
 
 /// `out = x / rms(x) · gain` per token (`[n, d]`), in f32 like transformers' RMSNorm.
@@ -195,10 +148,12 @@ impl<'a> Model<'a> {
         if n == 0 {
             return Err(Error::Prompt("no tokens to run".into()));
         }
-        if cache.len + n > cache.capacity {
+        if cache.len() + n > cache.capacity() {
             return Err(Error::Prompt(format!(
                 "{} tokens do not fit the context: {} cached, room for {}",
-                n, cache.len, cache.capacity
+                n,
+                cache.len(),
+                cache.capacity()
             )));
         }
         // [n, hidden]
@@ -213,11 +168,11 @@ impl<'a> Model<'a> {
             self.embed.weights.read_f32(t as usize * h, row);
         }
         let eps = spec.rms_norm_eps as f32;
-        let start = cache.len;
+        let start = cache.len();
         for (l, layer) in self.layers.iter().enumerate() {
             self.layer_forward(layer, l, &mut x, n, start, cache, eps);
         }
-        cache.len += n;
+        cache.advance(n);
         let rows = match which {
             Logits::Last => &x[(n - 1) * h..],
             Logits::All => &x[..],
@@ -226,7 +181,7 @@ impl<'a> Model<'a> {
         let mut normed = vec![0f32; m * h];
         rms_norm(rows, &self.norm, eps, &mut normed);
         let head = self.head();
-        let input = Input::new(&normed, m, h, head.wants_i8());
+        let input = Input::new(self.isa, &normed, m, h, head.wants_i8());
         let mut logits = vec![0f32; m * spec.vocab_size];
         head.forward(&input, &mut logits);
         Ok(logits)
@@ -251,7 +206,13 @@ impl<'a> Model<'a> {
         // Attention.
         let mut xn = vec![0f32; n * h]; // [n, hidden]
         rms_norm(x, &layer.input_norm, eps, &mut xn);
-        let input = Input::new(&xn, n, h, layer.q.w.wants_i8() || layer.k.w.wants_i8());
+        let input = Input::new(
+            self.isa,
+            &xn,
+            n,
+            h,
+            layer.q.w.wants_i8() || layer.k.w.wants_i8(),
+        );
         let mut q = layer.q.forward(&input); // [n, heads · hd]
         let mut k = layer.k.forward(&input); // [n, kv_heads · hd]
         let v = layer.v.forward(&input); // [n, kv_heads · hd]
@@ -260,34 +221,33 @@ impl<'a> Model<'a> {
             self.rope(&mut q[i * q_dim..(i + 1) * q_dim], pos);
             self.rope(&mut k[i * kv_dim..(i + 1) * kv_dim], pos);
         }
-        cache.k[l].extend_from_slice(&k);
-        cache.v[l].extend_from_slice(&v);
         let mut attn = vec![0f32; n * q_dim]; // [n, heads · hd]
-        attention(
-            &q,
-            &cache.k[l],
-            &cache.v[l],
-            &mut attn,
-            Dims {
-                heads,
-                kv_heads,
-                hd,
-                start,
-            },
-        );
+        let dims = Dims {
+            heads,
+            kv_heads,
+            head_dim: hd,
+            start,
+        };
+        cache.append_and_attend(self.isa, l, (&k, &v), &q, &mut attn, dims);
         if let Some(g) = &layer.attn_sub_norm {
             rms_norm_in_place(&mut attn, g, eps);
         }
         let o = layer
             .o
-            .forward(&Input::new(&attn, n, q_dim, layer.o.w.wants_i8()));
+            .forward(&Input::new(self.isa, &attn, n, q_dim, layer.o.w.wants_i8()));
         for (a, b) in x.iter_mut().zip(&o) {
             *a += b;
         }
 
         // Feed-forward.
         rms_norm(x, &layer.post_norm, eps, &mut xn);
-        let input = Input::new(&xn, n, h, layer.gate.w.wants_i8() || layer.up.w.wants_i8());
+        let input = Input::new(
+            self.isa,
+            &xn,
+            n,
+            h,
+            layer.gate.w.wants_i8() || layer.up.w.wants_i8(),
+        );
         let mut g = layer.gate.forward(&input); // [n, inter]
         let u = layer.up.forward(&input); // [n, inter]
         match spec.activation {
@@ -305,11 +265,10 @@ impl<'a> Model<'a> {
         let inter = spec.intermediate_size;
         let d = layer
             .down
-            .forward(&Input::new(&g, n, inter, layer.down.w.wants_i8()));
+            .forward(&Input::new(self.isa, &g, n, inter, layer.down.w.wants_i8()));
         for (a, b) in x.iter_mut().zip(&d) {
             *a += b;
         }
-        debug_assert_eq!(cache.k[l].len(), (start + n) * kv_dim);
     }
 
     /// Rotates every head of `v` (`[heads · head_dim]`) to position `pos` (rotate-half layout).
@@ -332,52 +291,4 @@ impl<'a> Model<'a> {
             }
         }
     }
-}
-
-struct Dims {
-    heads: usize,
-    kv_heads: usize,
-    hd: usize,
-    /// Position of the first query.
-    start: usize,
-}
-
-/// Causal grouped-query attention of `n` queries against the cache, in parallel over
-/// (token, head). `q`, `out`: `[n, heads · hd]`; `k`, `v`: `[start + n, kv_heads · hd]`.
-fn attention(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], d: Dims) {
-    let Dims {
-        heads,
-        kv_heads,
-        hd,
-        start,
-    } = d;
-    let kv_dim = kv_heads * hd;
-    let group = heads / kv_heads;
-    let scale = 1.0 / (hd as f32).sqrt();
-    out.par_chunks_mut(hd).enumerate().for_each(|(c, o)| {
-        let (i, head) = (c / heads, c % heads);
-        let kvh = head / group;
-        let qv = &q[c * hd..(c + 1) * hd];
-        let len = start + i + 1;
-        let mut scores: Vec<f32> = (0..len)
-            .map(|t| {
-                let kt = &k[t * kv_dim + kvh * hd..t * kv_dim + (kvh + 1) * hd];
-                qv.iter().zip(kt).map(|(a, b)| a * b).sum::<f32>() * scale
-            })
-            .collect();
-        let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-        let mut sum = 0f32;
-        for s in scores.iter_mut() {
-            *s = (*s - max).exp();
-            sum += *s;
-        }
-        o.fill(0.0);
-        for (t, s) in scores.iter().enumerate() {
-            let w = s / sum;
-            let vt = &v[t * kv_dim + kvh * hd..t * kv_dim + (kvh + 1) * hd];
-            for (a, b) in o.iter_mut().zip(vt) {
-                *a += w * b;
-            }
-        }
-    });
 }

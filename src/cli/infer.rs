@@ -4,6 +4,7 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use tern_infer::KvDtype;
 use tern_infer::generate::{
     GenerateOptions, StopReason, TextStream, TextTokenizer, generate, stop_tokens,
 };
@@ -24,6 +25,9 @@ pub struct InferArgs {
     /// Read the prompt from this UTF-8 file.
     #[arg(long)]
     prompt_file: Option<PathBuf>,
+    /// The tokenizer (default: MODEL/tokenizer.json).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
     /// New tokens at most.
     #[arg(long, short = 'n', default_value_t = 256)]
     max_tokens: usize,
@@ -48,6 +52,9 @@ pub struct InferArgs {
     /// Do not stop at the end-of-sequence token.
     #[arg(long)]
     ignore_eos: bool,
+    /// KV cache element type: f16 (default) or f32.
+    #[arg(long, default_value = "f16", value_parser = |s: &str| KvDtype::from_name(s).ok_or_else(|| format!("`{s}`: use f16 or f32")))]
+    kv: KvDtype,
     /// Print generated token ids instead of text (one per line).
     #[arg(long)]
     ids: bool,
@@ -97,7 +104,10 @@ pub fn run(a: InferArgs) -> anyhow::Result<()> {
     sampling.validate()?;
     let opts = a.engine.setup()?;
     let opened = Opened::open(&a.model)?;
-    let tokenizer = TextTokenizer::load(&a.model)?;
+    let tokenizer = match &a.tokenizer {
+        Some(t) => TextTokenizer::load_file(t)?,
+        None => TextTokenizer::load(&a.model)?,
+    };
     let model = opened
         .model(opts)
         .with_context(|| format!("cannot load {}", a.model.display()))?;
@@ -110,6 +120,7 @@ pub fn run(a: InferArgs) -> anyhow::Result<()> {
         max_tokens: a.max_tokens,
         sampling,
         stop_tokens: stop,
+        kv: a.kv,
     };
     let mut stream = TextStream::new(&tokenizer);
     let stdout = std::io::stdout();

@@ -36,7 +36,15 @@ pub(crate) fn decode_group<const T: usize>(q: &[u8; GROUP_BYTES], d: &mut [u8; 1
 
 #[inline(always)]
 fn dot_u8_i8(d: &[u8], x: &[i8]) -> i32 {
-    d.iter().zip(x).map(|(&a, &b)| a as i32 * b as i32).sum()
+    // 16-bit lanes: each adds one product (|d·x| <= 256) per plane, at most 5 planes a block.
+    debug_assert!(d.len() <= 5 * GROUP_BYTES);
+    let mut acc = [0i16; GROUP_BYTES];
+    for (dc, xc) in d.chunks_exact(GROUP_BYTES).zip(x.chunks_exact(GROUP_BYTES)) {
+        for l in 0..GROUP_BYTES {
+            acc[l] += dc[l] as i16 * xc[l] as i16;
+        }
+    }
+    acc.iter().map(|&a| a as i32).sum()
 }
 
 #[inline(always)]
@@ -111,17 +119,15 @@ fn reduce(acc: &[f32; LANES]) -> f32 {
     a[0]
 }
 
-/// `acc += ±x` by digit (0: −x, 1: nothing, 2: +x): selects and adds, no multiplication.
+/// `acc += ±x` by digit (0: −x, 1: nothing, 2: +x): a sign-bit xor and a select on the float's
+/// bits, no multiplication (branch-free, so it vectorizes).
 #[inline(always)]
 fn signed_sum(d: &[u8], x: &[f32], acc: &mut [f32; LANES]) {
     for (dc, xc) in d.chunks_exact(LANES).zip(x.chunks_exact(LANES)) {
         for l in 0..LANES {
-            let v = xc[l];
-            acc[l] += match dc[l] {
-                2 => v,
-                0 => -v,
-                _ => 0.0,
-            };
+            let t = dc[l] as i32 - 1;
+            let flipped = xc[l].to_bits() ^ ((t as u32) & 0x8000_0000);
+            acc[l] += f32::from_bits(if t != 0 { flipped } else { 0 });
         }
     }
 }
@@ -182,36 +188,35 @@ pub(crate) fn dense_gemm_i8(w: &[i8], k: usize, xs: &[i8], n: usize, out: &mut [
     }
 }
 
-/// `a · b + c`, fused where the target always has FMA.
+/// Whether the build target always has fused multiply-add (so `mul_add` is one instruction).
+const TARGET_FMA: bool = cfg!(any(target_arch = "aarch64", target_feature = "fma"));
+
+/// `a · b + c`, fused when `FMA` (only where the instruction exists: a library call otherwise).
 #[inline(always)]
-fn madd(a: f32, b: f32, c: f32) -> f32 {
-    if cfg!(target_arch = "aarch64") {
-        a.mul_add(b, c)
-    } else {
-        a * b + c
-    }
+fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA { a.mul_add(b, c) } else { a * b + c }
 }
 
 #[inline(always)]
-pub(crate) fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
+fn dot_f32<const FMA: bool>(w: &[f32], x: &[f32]) -> f32 {
     let mut acc = [0.0f32; LANES];
     let (wc, xc) = (w.chunks_exact(LANES), x.chunks_exact(LANES));
     let (wr, xr) = (wc.remainder(), xc.remainder());
     for (wc, xc) in wc.zip(xc) {
         for l in 0..LANES {
-            acc[l] = madd(wc[l], xc[l], acc[l]);
+            acc[l] = madd::<FMA>(wc[l], xc[l], acc[l]);
         }
     }
     let mut s = reduce(&acc);
     for (&a, &b) in wr.iter().zip(xr) {
-        s = madd(a, b, s);
+        s = madd::<FMA>(a, b, s);
     }
     s
 }
 
 /// Widens one row of half weights into `dst`.
 #[inline(always)]
-pub(crate) fn widen_row(w: &DenseWeights<'_>, r: usize, k: usize, dst: &mut [f32]) {
+fn widen_row(w: &DenseWeights<'_>, r: usize, k: usize, dst: &mut [f32]) {
     match w {
         DenseWeights::F32(w) => dst.copy_from_slice(&w[r * k..(r + 1) * k]),
         DenseWeights::F16(w) => w[r * k..(r + 1) * k].convert_to_f32_slice(dst),
@@ -223,8 +228,19 @@ pub(crate) fn widen_row(w: &DenseWeights<'_>, r: usize, k: usize, dst: &mut [f32
     }
 }
 
-#[inline(always)]
 pub(crate) fn dense_gemm_f32(w: DenseWeights<'_>, k: usize, xs: &[f32], n: usize, out: &mut [f32]) {
+    dense_f32::<TARGET_FMA>(w, k, xs, n, out)
+}
+
+/// The dense float body; `FMA` only where the instruction is enabled.
+#[inline(always)]
+fn dense_f32<const FMA: bool>(
+    w: DenseWeights<'_>,
+    k: usize,
+    xs: &[f32],
+    n: usize,
+    out: &mut [f32],
+) {
     let mut row = vec![0.0f32; k];
     for (r, o) in out.chunks_exact_mut(n).enumerate() {
         let wr: &[f32] = match w {
@@ -235,24 +251,25 @@ pub(crate) fn dense_gemm_f32(w: DenseWeights<'_>, k: usize, xs: &[f32], n: usize
             }
         };
         for (x, o) in xs.chunks_exact(k).zip(o.iter_mut()) {
-            *o = dot_f32(wr, x);
+            *o = dot_f32::<FMA>(wr, x);
         }
     }
 }
 
-/// Int8 multiply-accumulates per second of the vectorized [`dot_u8_i8`] over L1-resident data.
+/// Int8 multiply-accumulates per second of the vectorized [`dot_u8_i8`] of the generic ternary
+/// kernel (one 160-weight block, L1-resident, repeated).
 pub(crate) fn peak_macs_per_s(millis: u64) -> f64 {
-    const LEN: usize = 4096;
-    let d = vec![1u8; LEN];
-    let x = vec![1i8; LEN];
+    const LEN: usize = 5 * GROUP_BYTES;
+    let d = [1u8; LEN];
+    let x = [1i8; LEN];
     let start = Instant::now();
     let mut macs = 0u64;
     let mut sink = 0i32;
     while start.elapsed().as_millis() < millis as u128 {
-        for _ in 0..64 {
+        for _ in 0..1024 {
             sink = sink.wrapping_add(dot_u8_i8(black_box(&d), black_box(&x)));
-            macs += LEN as u64;
         }
+        macs += 1024 * LEN as u64;
     }
     black_box(sink);
     macs as f64 / start.elapsed().as_secs_f64()

@@ -12,19 +12,35 @@
 //! # Dispatch
 //! [`Isa::detect`] picks the best instruction set once per process; every entry point takes the
 //! [`Isa`] explicitly (so tests and benchmarks run every path) and falls back to the generic path,
-//! plain Rust that the compiler vectorizes, for anything without a native version. The generic
-//! kernels are in `generic.rs`; the x86 ones in `avx2.rs` and `avx512.rs`.
+//! plain Rust that the compiler vectorizes (the only path off x86, ARM included), for anything
+//! without a native version. What each instruction set runs:
+//!
+//! | kernel | `Avx512Vnni` | `Avx512` | `Avx2` |
+//! | --- | --- | --- | --- |
+//! | ternary × int8 | `vpdpbusd`; 1.6-bit by `vpermi2b` tables | `vpmaddubsw`; 1.6-bit by compares | `vpmaddubsw`; 1.6-bit by compares |
+//! | ternary × f32 | masked adds (`avx512.rs`) | same | generic body, AVX2 codegen |
+//! | dense int8 | `vpdpbusd`, `x + 128` offset | 16-bit `vpmaddwd` | 16-bit `vpmaddwd` |
+//! | dense float | FMA, 4 × 4 tiles | same | FMA, 4 × 2 tiles |
+//!
+//! Files: `generic.rs`, `avx2.rs`, `avx512.rs` (ternary), `avx512_dense.rs`, `peak.rs`.
 //!
 //! # Ternary kernels
 //! Packed digits are `d = t + 1` in {0, 1, 2}, so the int8 kernels compute `Σ d·x` with unsigned ×
 //! signed byte dot products and subtract `Σ x`. Activations are first copied, once per call,
 //! into the order of the packed row's register blocks (`layout.rs`): the tail then reads like a
-//! zero-padded group and needs no scalar code.
+//! zero-padded group and needs no scalar code. Weights are read once per call for one token;
+//! with several (prefill), each decoded register serves up to 8 tokens (4 on AVX2).
 
 #[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod avx512_dense;
 mod generic;
 mod layout;
+#[cfg(target_arch = "x86_64")]
+mod peak;
 
 use std::sync::OnceLock;
 
@@ -42,7 +58,8 @@ pub enum Isa {
     Avx2,
     /// AVX-512 F, BW and VL (and the AVX2 set).
     Avx512,
-    /// [`Isa::Avx512`] with VNNI (`vpdpbusd`) and VBMI (`vpermi2b`).
+    /// [`Isa::Avx512`] with VNNI (`vpdpbusd`) and VBMI (`vpermi2b`): Ice Lake, Sapphire Rapids,
+    /// Zen 4 and later. (Cascade Lake, VNNI without VBMI, runs [`Isa::Avx512`].)
     Avx512Vnni,
 }
 
@@ -202,6 +219,8 @@ pub fn ternary_gemm_i8(
         Isa::Avx512Vnni => unsafe { avx512::ternary_gemm_i8_vnni(codec, packed, k, xs, n, out) },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe { avx512::ternary_gemm_i8_bw(codec, packed, k, xs, n, out) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::ternary_gemm_i8(codec, packed, k, xs, n, out) },
         _ => generic::ternary_gemm_i8(codec, packed, k, xs, n, out),
     }
 }
@@ -233,6 +252,13 @@ pub fn ternary_gemm_f32(
         return;
     }
     match isa {
+        // SAFETY: `check_shapes` verified the lengths and that the CPU runs `isa`.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => unsafe { avx512::ternary_gemm_f32_vbmi(codec, packed, k, xs, n, out) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { avx512::ternary_gemm_f32_bw(codec, packed, k, xs, n, out) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::ternary_gemm_f32(codec, packed, k, xs, n, out) },
         _ => generic::ternary_gemm_f32(codec, packed, k, xs, n, out),
     }
 }
@@ -247,6 +273,13 @@ pub fn dense_gemm_i8(isa: Isa, w: &[i8], k: usize, xs: &[i8], n: usize, out: &mu
         return;
     }
     match isa {
+        // SAFETY: `check_shapes` verified the lengths and that the CPU runs `isa`.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => unsafe { avx512_dense::dense_gemm_i8_vnni(w, k, xs, n, out) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { avx512_dense::dense_gemm_i8_bw(w, k, xs, n, out) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::dense_gemm_i8(w, k, xs, n, out) },
         _ => generic::dense_gemm_i8(w, k, xs, n, out),
     }
 }
@@ -269,18 +302,28 @@ pub fn dense_gemm_f32(
         return;
     }
     match isa {
+        // SAFETY: `check_shapes` verified the lengths and that the CPU runs `isa`.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni | Isa::Avx512 => unsafe { avx512_dense::dense_gemm_f32(w, k, xs, n, out) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::dense_gemm_f32(w, k, xs, n, out) },
         _ => generic::dense_gemm_f32(w, k, xs, n, out),
     }
 }
 
 /// The int8 dot-product peak of one core, measured, in multiply-accumulates per second.
 ///
-/// Runs a loop of the best int8 dot instruction of `isa` on one thread for about `millis` ms and
-/// divides the MACs it performed by the elapsed time: `vpdpbusd` on 512-bit registers (64 MACs
-/// each) for [`Isa::Avx512Vnni`], `vpmaddubsw` + `vpmaddwd` (32 or 64 MACs per pair) for
-/// [`Isa::Avx2`] and [`Isa::Avx512`], each on independent register accumulators so that
-/// throughput, not latency, bounds it. [`Isa::Generic`] measures the compiler-vectorized byte dot
-/// product of the generic kernels over L1-resident data.
+/// Runs a register-only `asm!` loop of the int8 dot instruction of `isa` on the calling thread
+/// for about `millis` ms and returns MACs done / seconds elapsed:
+///
+/// * [`Isa::Avx512Vnni`]: `vpdpbusd zmm` on 10 independent accumulators, 64 MACs each;
+/// * [`Isa::Avx512`]: `vpmaddubsw` + `vpmaddwd` + `vpaddd` on zmm, 6 chains, 64 MACs per triple;
+/// * [`Isa::Avx2`]: the same triple on ymm, 4 chains, 32 MACs per triple;
+/// * [`Isa::Generic`]: the compiler-vectorized block dot product of the generic kernels.
+///
+/// Enough independent chains hide the latency, so the figure is the instruction's throughput.
+/// (The ternary kernels without VNNI sum several `vpmaddubsw` in 16 bits before one `vpmaddwd`,
+/// so they can exceed the `Avx2` / `Avx512` figure.)
 ///
 /// # Panics
 /// If this CPU lacks `isa`.
@@ -290,6 +333,13 @@ pub fn int8_peak_macs_per_s(isa: Isa, millis: u64) -> f64 {
         "instruction set {isa} is not supported by this CPU"
     );
     match isa {
+        // SAFETY: the CPU runs `isa` (asserted above).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => unsafe { peak::vnni_zmm(millis) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { peak::bw_zmm(millis) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { peak::avx2_ymm(millis) },
         _ => generic::peak_macs_per_s(millis),
     }
 }

@@ -1,0 +1,276 @@
+//! AVX-512 dense kernels: int8 × int8 (the 8-bit LM head) and float weights × f32.
+//!
+//! * **Int8 with VNNI**: `vpdpbusd` multiplies unsigned by signed bytes, so activations are
+//!   offset to `x + 128` (unsigned, once per call) and `Σ w·x = Σ w·(x + 128) − 128 · Σ w`, with
+//!   `Σ w` from one more `vpdpbusd` by ones per weight register (shared by every token). Every
+//!   partial sum stays below `255 · 128 · MAX_K < 2^31`: exact, −128 included.
+//! * **Int8 without VNNI**: both operands widened to 16 bits, `vpmaddwd` (exact).
+//! * **Float**: weights widened once per register (`vcvtph2ps` for f16, a shift for bf16) and
+//!   reused by up to `MAX_NB` tokens; FMA with several accumulators.
+//!
+//! Row tails use masked loads (zeros past `k`); weights are prefetched into L2 ahead of use.
+
+use std::arch::x86_64::*;
+
+use super::DenseWeights;
+use super::avx512::PREFETCH;
+
+/// Most tokens sharing one weight register.
+const MAX_NB: usize = 8;
+
+/// Runs `f::<NB>(i0)` over `n` tokens in blocks of at most `MAX_NB`.
+macro_rules! token_blocks {
+    ($n:expr, $f:ident, $($arg:expr),*) => {{
+        let mut i0 = 0;
+        while i0 < $n {
+            let nb = ($n - i0).min(MAX_NB);
+            match nb {
+                8 => $f::<8>(i0, $($arg),*),
+                7 => $f::<7>(i0, $($arg),*),
+                6 => $f::<6>(i0, $($arg),*),
+                5 => $f::<5>(i0, $($arg),*),
+                4 => $f::<4>(i0, $($arg),*),
+                3 => $f::<3>(i0, $($arg),*),
+                2 => $f::<2>(i0, $($arg),*),
+                _ => $f::<1>(i0, $($arg),*),
+            }
+            i0 += nb;
+        }
+    }};
+}
+
+/// Mask of the first `len` (< 64) bytes or 16-bit / 32-bit lanes.
+#[inline(always)]
+fn first(len: usize) -> u64 {
+    (1u64 << len) - 1
+}
+
+/// Dense int8 with VNNI.
+///
+/// # Safety
+/// The CPU runs AVX-512 F/BW/VNNI; lengths as checked by `kernels::dense_gemm_i8`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) unsafe fn dense_gemm_i8_vnni(w: &[i8], k: usize, xs: &[i8], n: usize, out: &mut [i32]) {
+    // Activations + 128 as unsigned bytes, each token padded with zeros to whole registers.
+    let kp = k.next_multiple_of(64);
+    let mut xu = vec![0u8; n * kp];
+    for (dst, x) in xu.chunks_exact_mut(kp).zip(xs.chunks_exact(k)) {
+        for (d, &v) in dst.iter_mut().zip(x) {
+            *d = (v as u8) ^ 0x80;
+        }
+    }
+    assert_eq!(w.len() % k, 0);
+    assert_eq!(out.len(), w.len() / k * n);
+    unsafe { token_blocks!(n, i8_vnni_block, w, k, kp, &xu, n, out) }
+}
+
+#[inline(always)]
+unsafe fn i8_vnni_block<const NB: usize>(
+    i0: usize,
+    w: &[i8],
+    k: usize,
+    kp: usize,
+    xu: &[u8],
+    n: usize,
+    out: &mut [i32],
+) {
+    assert!(xu.len() >= (i0 + NB) * kp);
+    unsafe {
+        let ones = _mm512_set1_epi8(1);
+        let x0 = xu.as_ptr().add(i0 * kp);
+        for (row, o) in w.chunks_exact(k).zip(out.chunks_exact_mut(n)) {
+            let mut acc = [_mm512_setzero_si512(); NB];
+            let mut sw = _mm512_setzero_si512();
+            for c in (0..k).step_by(64) {
+                let p = row.as_ptr().add(c);
+                _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(PREFETCH).cast());
+                let wv = if c + 64 <= k {
+                    _mm512_loadu_si512(p.cast())
+                } else {
+                    _mm512_maskz_loadu_epi8(first(k - c), p)
+                };
+                sw = _mm512_dpbusd_epi32(sw, ones, wv);
+                for (t, acc) in acc.iter_mut().enumerate() {
+                    let xv = _mm512_loadu_si512(x0.add(t * kp + c).cast());
+                    *acc = _mm512_dpbusd_epi32(*acc, xv, wv);
+                }
+            }
+            let offset = _mm512_reduce_add_epi32(sw).wrapping_mul(128);
+            for (t, acc) in acc.iter().enumerate() {
+                o[i0 + t] = _mm512_reduce_add_epi32(*acc).wrapping_sub(offset);
+            }
+        }
+    }
+}
+
+/// Dense int8 without VNNI: 16-bit products.
+///
+/// # Safety
+/// The CPU runs AVX-512 F/BW; lengths as checked by `kernels::dense_gemm_i8`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(super) unsafe fn dense_gemm_i8_bw(w: &[i8], k: usize, xs: &[i8], n: usize, out: &mut [i32]) {
+    let kp = k.next_multiple_of(32);
+    let mut x16 = vec![0i16; n * kp];
+    for (dst, x) in x16.chunks_exact_mut(kp).zip(xs.chunks_exact(k)) {
+        for (d, &v) in dst.iter_mut().zip(x) {
+            *d = v as i16;
+        }
+    }
+    assert_eq!(out.len(), w.len() / k * n);
+    unsafe { token_blocks!(n, i8_bw_block, w, k, kp, &x16, n, out) }
+}
+
+#[inline(always)]
+unsafe fn i8_bw_block<const NB: usize>(
+    i0: usize,
+    w: &[i8],
+    k: usize,
+    kp: usize,
+    x16: &[i16],
+    n: usize,
+    out: &mut [i32],
+) {
+    assert!(x16.len() >= (i0 + NB) * kp);
+    unsafe {
+        let x0 = x16.as_ptr().add(i0 * kp);
+        for (row, o) in w.chunks_exact(k).zip(out.chunks_exact_mut(n)) {
+            let mut acc = [_mm512_setzero_si512(); NB];
+            for c in (0..k).step_by(32) {
+                let p = row.as_ptr().add(c);
+                _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(PREFETCH).cast());
+                let w8 = if c + 32 <= k {
+                    _mm256_loadu_si256(p.cast())
+                } else {
+                    _mm256_maskz_loadu_epi8(first(k - c) as u32, p)
+                };
+                let wv = _mm512_cvtepi8_epi16(w8);
+                for (t, acc) in acc.iter_mut().enumerate() {
+                    let xv = _mm512_loadu_si512(x0.add(t * kp + c).cast());
+                    *acc = _mm512_add_epi32(*acc, _mm512_madd_epi16(wv, xv));
+                }
+            }
+            for (t, acc) in acc.iter().enumerate() {
+                o[i0 + t] = _mm512_reduce_add_epi32(*acc);
+            }
+        }
+    }
+}
+
+/// Sixteen weights of row `row` from column `c`, widened to f32 (zeros past `k`).
+#[inline(always)]
+unsafe fn load_w(w: &DenseWeights<'_>, at: usize, c: usize, k: usize) -> __m512 {
+    unsafe {
+        let whole = c + 16 <= k;
+        let m = if whole { 0xffff } else { first(k - c) as u16 };
+        match w {
+            DenseWeights::F32(w) => {
+                let p = w.as_ptr().add(at);
+                _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(PREFETCH / 4).cast());
+                if whole {
+                    _mm512_loadu_ps(p)
+                } else {
+                    _mm512_maskz_loadu_ps(m, p)
+                }
+            }
+            DenseWeights::F16(w) => {
+                let p = w.as_ptr().add(at).cast::<i16>();
+                _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(PREFETCH / 2).cast());
+                let h = if whole {
+                    _mm256_loadu_si256(p.cast())
+                } else {
+                    _mm256_maskz_loadu_epi16(m, p)
+                };
+                _mm512_cvtph_ps(h)
+            }
+            DenseWeights::Bf16(w) => {
+                let p = w.as_ptr().add(at).cast::<i16>();
+                _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(PREFETCH / 2).cast());
+                let h = if whole {
+                    _mm256_loadu_si256(p.cast())
+                } else {
+                    _mm256_maskz_loadu_epi16(m, p)
+                };
+                _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+            }
+        }
+    }
+}
+
+/// Dense float weights × f32: tiles of up to 4 rows × 4 tokens, so that each widened weight
+/// register feeds up to 4 FMAs and each activation register up to 4.
+///
+/// # Safety
+/// The CPU runs AVX-512 F/BW; lengths as checked by `kernels::dense_gemm_f32`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
+pub(super) unsafe fn dense_gemm_f32(
+    w: DenseWeights<'_>,
+    k: usize,
+    xs: &[f32],
+    n: usize,
+    out: &mut [f32],
+) {
+    assert_eq!(xs.len(), n * k);
+    let rows = w.len() / k;
+    assert_eq!(out.len(), rows * n);
+    let mut r = 0;
+    while r < rows {
+        let nr = (rows - r).min(4);
+        let mut i0 = 0;
+        while i0 < n {
+            let nb = (n - i0).min(4);
+            unsafe {
+                match (nr, nb) {
+                    (4, 4) => f32_tile::<4, 4>(&w, r, i0, k, xs, n, out),
+                    (4, 3) => f32_tile::<4, 3>(&w, r, i0, k, xs, n, out),
+                    (4, 2) => f32_tile::<4, 2>(&w, r, i0, k, xs, n, out),
+                    (4, _) => f32_tile::<4, 1>(&w, r, i0, k, xs, n, out),
+                    (3, _) => f32_tile::<3, 1>(&w, r, i0, k, xs, n, out),
+                    (2, _) => f32_tile::<2, 1>(&w, r, i0, k, xs, n, out),
+                    _ => f32_tile::<1, 1>(&w, r, i0, k, xs, n, out),
+                }
+            }
+            i0 += if nr == 4 { nb } else { 1 };
+        }
+        r += nr;
+    }
+}
+
+/// Rows `r0 .. r0 + R` × tokens `i0 .. i0 + NB`.
+#[inline(always)]
+unsafe fn f32_tile<const R: usize, const NB: usize>(
+    w: &DenseWeights<'_>,
+    r0: usize,
+    i0: usize,
+    k: usize,
+    xs: &[f32],
+    n: usize,
+    out: &mut [f32],
+) {
+    assert!((r0 + R) * k <= w.len() && (i0 + NB) * k <= xs.len());
+    unsafe {
+        let x0 = xs.as_ptr().add(i0 * k);
+        let mut acc = [[_mm512_setzero_ps(); NB]; R];
+        for c in (0..k).step_by(16) {
+            let m = if c + 16 <= k {
+                0xffff
+            } else {
+                first(k - c) as u16
+            };
+            let mut wv = [_mm512_setzero_ps(); R];
+            for (i, wv) in wv.iter_mut().enumerate() {
+                *wv = load_w(w, (r0 + i) * k + c, c, k);
+            }
+            for t in 0..NB {
+                let xv = _mm512_maskz_loadu_ps(m, x0.add(t * k + c));
+                for (acc, wv) in acc.iter_mut().zip(&wv) {
+                    acc[t] = _mm512_fmadd_ps(*wv, xv, acc[t]);
+                }
+            }
+        }
+        for (i, acc) in acc.iter().enumerate() {
+            for (t, acc) in acc.iter().enumerate() {
+                out[(r0 + i) * n + i0 + t] = _mm512_reduce_add_ps(*acc);
+            }
+        }
+    }
+}
