@@ -47,15 +47,15 @@ fn axpy_body(w: f32, x: &[f32], y: &mut [f32]) {
 
 /// An element type of the KV cache.
 pub trait KvElem: Copy + Default + Send + Sync + 'static {
-    /// Widens `src` into `dst` (same length).
-    fn widen(src: &[Self], dst: &mut [f32]);
+    /// Widens `src` into `dst` (same length), with the instructions of `isa`.
+    fn widen(isa: Isa, src: &[Self], dst: &mut [f32]);
     /// Narrows `src` onto the end of `dst`.
     fn extend(dst: &mut Vec<Self>, src: &[f32]);
 }
 
 impl KvElem for f32 {
     #[inline(always)]
-    fn widen(src: &[f32], dst: &mut [f32]) {
+    fn widen(_: Isa, src: &[f32], dst: &mut [f32]) {
         dst.copy_from_slice(src);
     }
     fn extend(dst: &mut Vec<f32>, src: &[f32]) {
@@ -65,8 +65,21 @@ impl KvElem for f32 {
 
 impl KvElem for f16 {
     #[inline(always)]
-    fn widen(src: &[f16], dst: &mut [f32]) {
-        src.convert_to_f32_slice(dst);
+    fn widen(isa: Isa, src: &[f16], dst: &mut [f32]) {
+        match isa {
+            // SAFETY: AVX2-class instruction sets include F16C (`Isa::available`).
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { widen_f16c(src, dst) },
+            // SAFETY: AVX-512 instruction sets include AVX-512F.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 | Isa::Avx512Vnni => unsafe { widen_f16_avx512(src, dst) },
+            _ => {
+                let n = src.len().min(dst.len());
+                for j in 0..n {
+                    dst[j] = widen_f16(src[j].to_bits());
+                }
+            }
+        }
     }
     fn extend(dst: &mut Vec<f16>, src: &[f32]) {
         let start = dst.len();
@@ -75,10 +88,67 @@ impl KvElem for f16 {
     }
 }
 
+/// One f16 value (bits) as f32, exactly: magnitude bits shifted into place and rescaled by
+/// 2^112 (which also normalises subnormals), infinities and NaNs patched, sign restored.
+#[inline(always)]
+fn widen_f16(h: u16) -> f32 {
+    let h = h as u32;
+    let em = h & 0x7fff;
+    let scaled = f32::from_bits(em << 13) * f32::from_bits(0x7780_0000); // × 2^112
+    let special = f32::from_bits((em << 13) | 0x7f80_0000);
+    let mag = if em >= 0x7c00 { special } else { scaled };
+    f32::from_bits(mag.to_bits() | ((h & 0x8000) << 16))
+}
+
+/// f16 → f32 eight at a time with F16C (`vcvtph2ps`), exact.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+fn widen_f16c(src: &[f16], dst: &mut [f32]) {
+    use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm256_cvtph_ps, _mm256_storeu_ps};
+    let n = src.len().min(dst.len());
+    let full = n - n % 8;
+    let mut j = 0;
+    while j < full {
+        // SAFETY: j + 8 <= n <= both lengths; unaligned loads and stores.
+        unsafe {
+            let h = _mm_loadu_si128(src.as_ptr().add(j) as *const __m128i);
+            _mm256_storeu_ps(dst.as_mut_ptr().add(j), _mm256_cvtph_ps(h));
+        }
+        j += 8;
+    }
+    for j in full..n {
+        dst[j] = widen_f16(src[j].to_bits());
+    }
+}
+
+/// f16 → f32 sixteen at a time (`vcvtph2ps zmm`), exact. Whole-register stores matter: the
+/// dot product reads the row back in 64-byte loads, which two 32-byte stores could not forward.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,f16c")]
+fn widen_f16_avx512(src: &[f16], dst: &mut [f32]) {
+    use std::arch::x86_64::{__m256i, _mm256_loadu_si256, _mm512_cvtph_ps, _mm512_storeu_ps};
+    let n = src.len().min(dst.len());
+    let full = n - n % 16;
+    let mut j = 0;
+    while j < full {
+        // SAFETY: j + 16 <= n <= both lengths; unaligned loads and stores.
+        unsafe {
+            let h = _mm256_loadu_si256(src.as_ptr().add(j) as *const __m256i);
+            _mm512_storeu_ps(dst.as_mut_ptr().add(j), _mm512_cvtph_ps(h));
+        }
+        j += 16;
+    }
+    for j in full..n {
+        dst[j] = widen_f16(src[j].to_bits());
+    }
+}
+
 /// Scores, softmax and the weighted sum of values for one query head. `k`, `v` start at the
 /// head's first element; row `t` is at `t · stride`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn head_body<T: KvElem>(
+    isa: Isa,
     q: &[f32],
     k: &[T],
     v: &[T],
@@ -92,7 +162,7 @@ fn head_body<T: KvElem>(
     let mut scores = vec![0f32; len];
     let mut max = f32::NEG_INFINITY;
     for t in 0..len {
-        T::widen(&k[t * stride..t * stride + hd], &mut row);
+        T::widen(isa, &k[t * stride..t * stride + hd], &mut row);
         let s = dot_body(q, &row) * scale;
         scores[t] = s;
         max = max.max(s);
@@ -104,14 +174,16 @@ fn head_body<T: KvElem>(
     }
     out.fill(0.0);
     for t in 0..len {
-        T::widen(&v[t * stride..t * stride + hd], &mut row);
+        T::widen(isa, &v[t * stride..t * stride + hd], &mut row);
         axpy_body(scores[t] / sum, &row, out);
     }
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
 fn head_avx2<T: KvElem>(
+    isa: Isa,
     q: &[f32],
     k: &[T],
     v: &[T],
@@ -120,12 +192,14 @@ fn head_avx2<T: KvElem>(
     scale: f32,
     out: &mut [f32],
 ) {
-    head_body(q, k, v, stride, len, scale, out)
+    head_body(isa, q, k, v, stride, len, scale, out)
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
 fn head_avx512<T: KvElem>(
+    isa: Isa,
     q: &[f32],
     k: &[T],
     v: &[T],
@@ -134,7 +208,7 @@ fn head_avx512<T: KvElem>(
     scale: f32,
     out: &mut [f32],
 ) {
-    head_body(q, k, v, stride, len, scale, out)
+    head_body(isa, q, k, v, stride, len, scale, out)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -157,10 +231,12 @@ fn head<T: KvElem>(
         // SAFETY: an `Isa` other than Generic is only constructed for CPUs that run it
         // (`Isa::available`), and the bodies are safe Rust.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 | Isa::Avx512Vnni => unsafe { head_avx512(q, k, v, stride, len, scale, out) },
+        Isa::Avx512 | Isa::Avx512Vnni => unsafe {
+            head_avx512(isa, q, k, v, stride, len, scale, out)
+        },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { head_avx2(q, k, v, stride, len, scale, out) },
-        _ => head_body(q, k, v, stride, len, scale, out),
+        Isa::Avx2 => unsafe { head_avx2(isa, q, k, v, stride, len, scale, out) },
+        _ => head_body(isa, q, k, v, stride, len, scale, out),
     }
 }
 
@@ -370,6 +446,17 @@ mod tests {
     use super::*;
     use tern_pack::init::SplitMix64;
     use tern_pack::quant::quantize_activations_i8;
+
+    #[test]
+    fn f16_widening_is_exact_for_every_value() {
+        for h in 0..=u16::MAX {
+            let (want, got) = (f16::from_bits(h).to_f32(), widen_f16(h));
+            assert!(
+                want.to_bits() == got.to_bits() || (want.is_nan() && got.is_nan()),
+                "{h:#06x}"
+            );
+        }
+    }
 
     #[test]
     fn quantizer_equals_the_reference_on_every_isa() {

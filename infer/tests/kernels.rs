@@ -18,8 +18,8 @@ const KS: [usize; 19] = [
 ];
 /// Activation counts: decode, small prefill blocks and their remainders.
 const NS: [usize; 7] = [1, 2, 3, 4, 5, 8, 9];
-/// Rows per test matrix: enough to cross the kernels' row loops, odd to catch stragglers.
-const ROWS: usize = 3;
+/// Rows per test matrix: crosses the row pairs and 4-row tiles of the kernels, plus a remainder.
+const ROWS: usize = 5;
 
 /// Budget of the dense float kernels: `DOT_F32_ULPS_PER_TERM · k · ε · Σ|w_j · x_j|`, the bound
 /// `tern_pack::dot` names for ternary weights, with the weight magnitudes included.
@@ -271,6 +271,23 @@ fn dense_f32_f16_bf16_are_within_budget() {
             }
         }
     }
+}
+
+#[test]
+#[should_panic(expected = "output is not")]
+fn inconsistent_lengths_panic_before_any_work() {
+    let packed = Codec::Bits2.encode_matrix(&[1i8; 256], 128).unwrap();
+    let mut out = [0i32; 3]; // two rows × one token need 2
+    ternary_gemm_i8(
+        Isa::detect(),
+        Codec::Bits2,
+        &packed,
+        128,
+        &[1; 128],
+        &[128],
+        1,
+        &mut out,
+    );
 }
 
 #[test]

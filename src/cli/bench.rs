@@ -62,7 +62,11 @@ fn config_of(a: &BenchArgs) -> anyhow::Result<HfConfig> {
 }
 
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
-    let opts = a.engine.setup()?;
+    let (opts, pool) = a.engine.setup()?;
+    pool.install(|| run_in_pool(a, opts))
+}
+
+fn run_in_pool(a: BenchArgs, opts: tern_infer::LoadOptions) -> anyhow::Result<()> {
     let bench = BenchOptions {
         prompt_tokens: a.prompt_tokens,
         gen_tokens: a.gen_tokens,
@@ -181,7 +185,7 @@ fn run_f32_twin(a: &BenchArgs) -> anyhow::Result<BenchReport> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    Ok(serde_json::from_slice(&out.stdout).context("the f32 twin printed no report")?)
+    serde_json::from_slice(&out.stdout).context("the f32 twin printed no report")
 }
 
 fn gib(b: u64) -> String {

@@ -90,6 +90,11 @@ fn read_prompt(a: &InferArgs) -> anyhow::Result<String> {
 }
 
 pub fn run(a: InferArgs) -> anyhow::Result<()> {
+    let (opts, pool) = a.engine.setup()?;
+    pool.install(|| run_in_pool(a, opts))
+}
+
+fn run_in_pool(a: InferArgs, opts: tern_infer::LoadOptions) -> anyhow::Result<()> {
     let prompt = read_prompt(&a)?;
     if prompt.is_empty() {
         bail!("the prompt is empty: pass --prompt TEXT, --prompt-file FILE or text on stdin");
@@ -102,7 +107,6 @@ pub fn run(a: InferArgs) -> anyhow::Result<()> {
         seed: a.seed,
     };
     sampling.validate()?;
-    let opts = a.engine.setup()?;
     let opened = Opened::open(&a.model)?;
     let tokenizer = match &a.tokenizer {
         Some(t) => TextTokenizer::load_file(t)?,

@@ -25,16 +25,18 @@ pub struct EngineArgs {
 }
 
 impl EngineArgs {
-    /// Sets up the global thread pool and returns load options.
-    pub fn setup(&self) -> anyhow::Result<LoadOptions> {
+    /// Builds the thread pool and the load options. Callers run their whole command inside
+    /// `pool.install`, so the sequential parts of a forward run on a worker and the parallel
+    /// parts split without waking an extra thread per layer.
+    pub fn setup(&self) -> anyhow::Result<(LoadOptions, rayon::ThreadPool)> {
         let threads = match self.threads {
             Some(0) => bail!("--threads must be at least 1"),
             Some(t) => t,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
-        rayon::ThreadPoolBuilder::new()
+        let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
-            .build_global()
+            .build()
             .context("cannot start the thread pool")?;
         let isa = if self.isa == "auto" {
             Isa::detect()
@@ -50,10 +52,13 @@ impl EngineArgs {
             }
             isa
         };
-        Ok(LoadOptions {
-            isa,
-            head: self.head,
-        })
+        Ok((
+            LoadOptions {
+                isa,
+                head: self.head,
+            },
+            pool,
+        ))
     }
 }
 

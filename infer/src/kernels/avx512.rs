@@ -488,7 +488,7 @@ pub(super) unsafe fn ternary_gemm_i8_vnni(
         match codec {
             Codec::Bits2 => ternary_i8::<Vnni, Bits2, 4>(&Bits2, codec, packed, k, xs, n, out),
             Codec::Bits1_6 => {
-                ternary_i8::<Vnni, Bits16Cmp, 5>(&Bits16Cmp, codec, packed, k, xs, n, out)
+                ternary_i8::<Vnni, _, 5>(&Bits16Lut::new(), codec, packed, k, xs, n, out)
             }
         }
     }

@@ -171,8 +171,16 @@ fn check_shapes(
         "weights are not whole rows of {row_len}"
     );
     let rows = w_len / row_len;
-    assert_eq!(xs_len, n * k, "activations are not [n = {n}, k = {k}]");
-    assert_eq!(out_len, rows * n, "output is not [rows = {rows}, n = {n}]");
+    assert_eq!(
+        Some(xs_len),
+        n.checked_mul(k),
+        "activations are not [n = {n}, k = {k}]"
+    );
+    assert_eq!(
+        Some(out_len),
+        rows.checked_mul(n),
+        "output is not [rows = {rows}, n = {n}]"
+    );
     rows
 }
 
