@@ -33,6 +33,7 @@ pub struct Input<'x> {
 }
 
 /// Per-token int8 activations (BitNet's absmax quantizer), with what the kernels need.
+#[derive(Clone)]
 pub struct QuantizedRows {
     /// `[n, k]` int8 codes.
     pub codes: Vec<i8>,
@@ -86,16 +87,6 @@ impl<'x> Input<'x> {
         match &self.q {
             Some(q) => Cow::Borrowed(q),
             None => Cow::Owned(QuantizedRows::new(self.isa, self.x, self.n, self.k)),
-        }
-    }
-}
-
-impl Clone for QuantizedRows {
-    fn clone(&self) -> Self {
-        QuantizedRows {
-            codes: self.codes.clone(),
-            scales: self.scales.clone(),
-            sums: self.sums.clone(),
         }
     }
 }
