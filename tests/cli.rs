@@ -1,25 +1,11 @@
 //! The `tern` binary end to end: pack, inspect, unpack and init through the command line, with
 //! exit codes and no partial output on bad input.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn tern(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tern"))
-        .args(args)
-        .output()
-        .expect("run tern")
-}
+use std::path::Path;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use common::{fixture, s, tern};
 
 #[test]
 fn pack_inspect_unpack_repack_through_the_cli() {

@@ -168,9 +168,14 @@ impl<'a> Model<'a> {
             self.embed.weights.read_f32(t as usize * h, row);
         }
         let eps = spec.rms_norm_eps as f32;
-        let start = cache.len();
+        let step = Step {
+            start: cache.len(),
+            eps,
+            half: self.inv_freq.len(),
+            rope: self.rope_table(cache.len(), n),
+        };
         for (l, layer) in self.layers.iter().enumerate() {
-            self.layer_forward(layer, l, &mut x, n, start, cache, eps);
+            self.layer_forward(layer, l, &mut x, n, &step, cache);
         }
         cache.advance(n);
         let rows = match which {
@@ -187,17 +192,16 @@ impl<'a> Model<'a> {
         Ok(logits)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn layer_forward(
         &self,
         layer: &Layer<'_>,
         l: usize,
         x: &mut [f32],
         n: usize,
-        start: usize,
+        step: &Step,
         cache: &mut KvCache,
-        eps: f32,
     ) {
+        let (start, eps) = (step.start, step.eps);
         let spec = &self.spec;
         let (h, hd) = (spec.hidden_size, spec.head_dim);
         let (heads, kv_heads) = (spec.num_heads, spec.num_kv_heads);
@@ -217,9 +221,9 @@ impl<'a> Model<'a> {
         let mut k = layer.k.forward(&input); // [n, kv_heads · hd]
         let v = layer.v.forward(&input); // [n, kv_heads · hd]
         for i in 0..n {
-            let pos = start + i;
-            self.rope(&mut q[i * q_dim..(i + 1) * q_dim], pos);
-            self.rope(&mut k[i * kv_dim..(i + 1) * kv_dim], pos);
+            let (cos, sin) = step.rope(i);
+            rope(&mut q[i * q_dim..(i + 1) * q_dim], hd, cos, sin);
+            rope(&mut k[i * kv_dim..(i + 1) * kv_dim], hd, cos, sin);
         }
         let mut attn = vec![0f32; n * q_dim]; // [n, heads · hd]
         let dims = Dims {
@@ -271,24 +275,50 @@ impl<'a> Model<'a> {
         }
     }
 
-    /// Rotates every head of `v` (`[heads · head_dim]`) to position `pos` (rotate-half layout).
-    fn rope(&self, v: &mut [f32], pos: usize) {
-        let hd = self.spec.head_dim;
-        let half = hd / 2;
-        let (cos, sin): (Vec<f32>, Vec<f32>) = self
-            .inv_freq
-            .iter()
-            .map(|&f| {
-                let a = pos as f32 * f;
-                (a.cos(), a.sin())
+    /// RoPE `(cos, sin)` of positions `start .. start + n`, each `[n, head_dim / 2]`: computed
+    /// once per forward and shared by every layer.
+    fn rope_table(&self, start: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
+        (start..start + n)
+            .flat_map(|pos| {
+                self.inv_freq.iter().map(move |&f| {
+                    let a = pos as f32 * f;
+                    (a.cos(), a.sin())
+                })
             })
-            .unzip();
-        for head in v.chunks_exact_mut(hd) {
-            for i in 0..half {
-                let (a, b) = (head[i], head[i + half]);
-                head[i] = a * cos[i] - b * sin[i];
-                head[i + half] = b * cos[i] + a * sin[i];
-            }
+            .unzip()
+    }
+}
+
+/// What every layer of one forward shares.
+struct Step {
+    /// Position of the first token.
+    start: usize,
+    eps: f32,
+    /// `head_dim / 2`.
+    half: usize,
+    /// RoPE `(cos, sin)`, `[n, head_dim / 2]` each.
+    rope: (Vec<f32>, Vec<f32>),
+}
+
+impl Step {
+    /// `(cos, sin)` of token `i` of the batch.
+    fn rope(&self, i: usize) -> (&[f32], &[f32]) {
+        let w = self.half;
+        (
+            &self.rope.0[i * w..(i + 1) * w],
+            &self.rope.1[i * w..(i + 1) * w],
+        )
+    }
+}
+
+/// Rotates every head of `v` (`[heads · head_dim]`) by `(cos, sin)` (rotate-half layout).
+fn rope(v: &mut [f32], hd: usize, cos: &[f32], sin: &[f32]) {
+    let half = hd / 2;
+    for head in v.chunks_exact_mut(hd) {
+        for i in 0..half {
+            let (a, b) = (head[i], head[i + half]);
+            head[i] = a * cos[i] - b * sin[i];
+            head[i + half] = b * cos[i] + a * sin[i];
         }
     }
 }
