@@ -1,12 +1,16 @@
 //! Command-line arguments (clap derive) and dispatch; one module per command.
 
 mod bench;
+mod data;
 mod infer;
 mod init;
 mod inspect;
 mod pack;
 mod progress;
+mod quickstart;
 mod serve;
+mod tokenizer;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -20,6 +24,15 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the whole pipeline on embedded defaults: synthesize a corpus, train a small ternary
+    /// model on the CPU, pack it at 2 and 1.6 bits, generate text and benchmark it.
+    Quickstart(quickstart::QuickstartArgs),
+    /// Train a ternary model with quantization-aware training (or a full-precision one).
+    Train(train::TrainArgs),
+    /// Make training data (tern data synth).
+    Data(data::DataArgs),
+    /// Learn a tokenizer from a corpus (tern tokenizer train).
+    Tokenizer(tokenizer::TokenizerArgs),
     /// Pack a latent checkpoint at 2 or 1.6 bits per weight (or unpack with --unpack).
     Pack(pack::PackArgs),
     /// Print a checkpoint's architecture, parameter counts, bits per weight and sizes.
@@ -35,6 +48,10 @@ enum Command {
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Quickstart(a) => quickstart::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Data(a) => data::run(a),
+        Command::Tokenizer(a) => tokenizer::run(a),
         Command::Pack(a) => pack::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Init(a) => init::run(a),

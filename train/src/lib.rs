@@ -1,3 +1,23 @@
 //! tern-train: quantization-aware training of ternary models on Burn.
 //!
-//! Nothing here yet beyond the crate itself (see the open issues).
+//! * [`model`]: the transformer of a `tern_pack` model spec, with [`model::BitLinear`] layers
+//!   (latent f32 weights, ternary fake-quantization in the forward, straight-through
+//!   gradients — [`quant`]);
+//! * [`data`]: corpora (text, directories, JSONL), a byte-level BPE learned from the corpus,
+//!   packing into sequences, resumable batches, and the synthetic corpus of `tern data synth`;
+//! * [`optim`]: AdamW, schedules, clipping; [`run`]: the loop with evaluation, [`metrics`],
+//!   [`checkpoint`]s and resume; [`export`]: the latent checkpoint `tern pack` reads.
+
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod export;
+pub mod metrics;
+pub mod model;
+pub mod optim;
+pub mod params;
+pub mod quant;
+pub mod run;
+
+pub use error::{Result, TrainError};

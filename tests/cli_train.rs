@@ -1,0 +1,275 @@
+//! `tern data synth`, `tern train` and the path from a trained model to `tern infer`:
+//! the exported and packed model computes what the Burn model computes, resume after SIGKILL
+//! reproduces an uninterrupted run, and bad input is refused before anything is written.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use common::{fixture, s, tern};
+use tern_infer::{KvCache, KvDtype, LoadOptions, Logits, Model};
+use tern_pack::checkpoint::packed::PackedCheckpoint;
+use tern_pack::spec::{HfConfig, ModelSpec};
+use tern_train::export::read_latent;
+use tern_train::metrics::{Record, read};
+use tern_train::model::{QuantMode, Transformer};
+
+/// `tern infer`'s logits against the Burn model's quantized forward, relative to the largest
+/// logit. The arithmetic is the same; the sums run in different orders, and an activation
+/// that lands within an ulp of an int8 rounding boundary can round the other way.
+const TRAIN_INFER_REL_BUDGET: f32 = 2e-3;
+/// Resumed losses against the uninterrupted run (the bound).
+const RESUME_LOSS_BUDGET: f64 = 1e-5;
+
+fn synth(dir: &Path, bytes: &str) -> PathBuf {
+    let corpus = dir.join("corpus.txt");
+    let out = tern(&["data", "synth", "--out", s(&corpus), "--bytes", bytes]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    corpus
+}
+
+fn train_args<'a>(corpus: &'a Path, run: &'a Path, steps: &'a str) -> Vec<String> {
+    [
+        "train",
+        "--config",
+        s(&fixture("train/tiny-train.toml")),
+        "--corpus",
+        s(corpus),
+        "--out",
+        s(run),
+        "--steps",
+        steps,
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect()
+}
+
+fn run_ok(args: &[String]) {
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = tern(&a);
+    assert!(
+        out.status.success(),
+        "tern {}\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn burn_logits(model: &Transformer, tokens: &[u32], device: &Device) -> Vec<f32> {
+    let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
+    let t = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, tokens.len()]), device);
+    let logits = model.forward(t, QuantMode::ON);
+    tern_train::params::to_host(logits).data
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    v.iter()
+        .enumerate()
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |b, (i, &x)| if x > b.1 { (i, x) } else { b },
+        )
+        .0 as u32
+}
+
+fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+/// Trains `model_config` briefly, packs it at both widths and checks logits and 16 greedy
+/// tokens of `tern_infer` against the Burn model rebuilt from the exported checkpoint.
+fn check_train_infer(model_config: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = synth(tmp.path(), "200K");
+    let run = tmp.path().join("run");
+    let mut args = train_args(&corpus, &run, "30");
+    args.extend(
+        [
+            "--set",
+            &format!("model.config=\"{}\"", s(&fixture(model_config))),
+            "--pack",
+            "2",
+            "--pack",
+            "1.6",
+        ]
+        .map(String::from),
+    );
+    run_ok(&args);
+
+    let config = HfConfig::load(&run.join("model/config.json")).unwrap();
+    let spec = ModelSpec::from_config(&config).unwrap();
+    let device = Device::flex();
+    let tensors = read_latent(&run.join("model"), &spec).unwrap();
+    let model = Transformer::init(&spec, 0, 0.02, &device);
+    let model = tern_train::params::load(model, &tensors, "model").unwrap();
+
+    let tok = tokenizers::Tokenizer::from_file(run.join("tokenizer.json")).unwrap();
+    let text = std::fs::read_to_string(&corpus).unwrap();
+    let prompt: Vec<u32> = tok.encode(&text[..80], false).unwrap().get_ids()[..12].to_vec();
+    let want = burn_logits(&model, &prompt, &device);
+
+    let mut burn_greedy = prompt.clone();
+    for _ in 0..16 {
+        let l = burn_logits(&model, &burn_greedy, &device);
+        let last = &l[l.len() - spec.vocab_size..];
+        burn_greedy.push(argmax(last));
+    }
+    for bits in ["2", "1.6"] {
+        let ckpt = PackedCheckpoint::open(&run.join(format!("model-{bits}bit"))).unwrap();
+        let engine = Model::from_packed(&ckpt, LoadOptions::default()).unwrap();
+        let mut cache = KvCache::new(&engine.spec, prompt.len() + 16, KvDtype::F32);
+        let got = engine.forward(&prompt, &mut cache, Logits::All).unwrap();
+        let d = max_rel_diff(&got, &want);
+        assert!(
+            d <= TRAIN_INFER_REL_BUDGET,
+            "{model_config} at {bits} bits: logits differ by {d:e} of the largest"
+        );
+        let mut ids = prompt.clone();
+        let mut last = got[got.len() - spec.vocab_size..].to_vec();
+        for _ in 0..16 {
+            let next = argmax(&last);
+            ids.push(next);
+            last = engine.forward(&[next], &mut cache, Logits::Last).unwrap();
+        }
+        assert_eq!(
+            ids, burn_greedy,
+            "{model_config} at {bits} bits: greedy tokens"
+        );
+    }
+}
+
+#[test]
+fn bitnet_trained_packed_and_served_agree_with_burn() {
+    check_train_infer("train/tiny-model.toml");
+}
+
+#[test]
+fn trilm_llama_trained_packed_and_served_agree_with_burn() {
+    check_train_infer("train/tiny-llama.toml");
+}
+
+fn losses(run: &Path) -> Vec<(u64, f64)> {
+    read(&run.join("metrics.jsonl"))
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| match r {
+            Record::Train { step, loss, .. } => Some((step, loss)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn resume_after_sigkill_reproduces_the_uninterrupted_losses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = synth(tmp.path(), "200K");
+    let whole = tmp.path().join("whole");
+    run_ok(&train_args(&corpus, &whole, "40"));
+    let reference = losses(&whole);
+    assert_eq!(reference.len(), 40);
+
+    let killed = tmp.path().join("killed");
+    let args = train_args(&corpus, &killed, "40");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let latest = killed.join("checkpoints/latest");
+    let start = Instant::now();
+    while !latest.exists() {
+        assert!(start.elapsed() < Duration::from_secs(300), "no checkpoint");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before a kill"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let at: u64 = std::fs::read_to_string(&latest).unwrap().trim()["step-".len()..]
+        .parse()
+        .unwrap();
+    assert!(
+        at <= 20,
+        "killed after step {at}: too late to compare 20 steps"
+    );
+
+    let mut resume = args.clone();
+    resume.push("--resume".into());
+    run_ok(&resume);
+    let resumed = losses(&killed);
+    let after: Vec<_> = resumed.iter().filter(|(s, _)| *s > at).take(20).collect();
+    assert_eq!(after.len(), 20);
+    for (step, loss) in after {
+        let want = reference[*step as usize - 1];
+        assert_eq!(want.0, *step);
+        assert!(
+            (loss - want.1).abs() <= RESUME_LOSS_BUDGET,
+            "step {step}: resumed loss {loss} vs uninterrupted {}",
+            want.1
+        );
+    }
+}
+
+/// Runs `tern train` expecting failure; checks the message and that nothing was written.
+fn refused(args: &[String], needle: &str, run: &Path) {
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = tern(&a);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{needle}: {err}");
+    assert!(err.contains(needle), "expected {needle:?} in: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!run.exists(), "{needle}: {} was written", run.display());
+}
+
+#[test]
+fn bad_input_is_refused_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+
+    let empty = tmp.path().join("empty.txt");
+    std::fs::write(&empty, "  \n\n").unwrap();
+    refused(&train_args(&empty, &run, "5"), "empty", &run);
+
+    let binary = tmp.path().join("binary.txt");
+    std::fs::write(&binary, b"good text \xff\xfe more").unwrap();
+    refused(&train_args(&binary, &run, "5"), "binary.txt", &run);
+
+    let short = tmp.path().join("short.txt");
+    std::fs::write(&short, "the cat sleeps.\n").unwrap();
+    refused(&train_args(&short, &run, "5"), "tokens", &run);
+
+    let corpus = synth(tmp.path(), "100K");
+    let mut bad_lr = train_args(&corpus, &run, "5");
+    bad_lr.extend(["--set".into(), "train.lr=-1".into()]);
+    refused(&bad_lr, "train.lr", &run);
+
+    // A model with 300 token ids cannot take a 320-token tokenizer.
+    let small = tmp.path().join("small-vocab.toml");
+    let shape = std::fs::read_to_string(fixture("train/tiny-model.toml")).unwrap();
+    std::fs::write(
+        &small,
+        shape.replace("vocab_size = 512", "vocab_size = 300"),
+    )
+    .unwrap();
+    let tok = fixture("bitnet-bf16/tokenizer.json");
+    let mut big = train_args(&corpus, &run, "5");
+    big.extend([
+        "--tokenizer".into(),
+        s(&tok).into(),
+        "--set".into(),
+        format!("model.config=\"{}\"", s(&small)),
+    ]);
+    refused(&big, "vocab_size", &run);
+}

@@ -1,0 +1,506 @@
+//! The training loop: data → model → AdamW, with evaluation, metrics, plots, checkpoints,
+//! resume and export. Everything the user sees goes through [`Event`]s, which the CLI renders.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use tern_pack::spec::{HfConfig, ModelSpec, WeightKind};
+use tokenizers::Tokenizer;
+
+use crate::checkpoint::{self, RunState};
+use crate::config::TrainConfig;
+use crate::data::corpus::{CorpusFormat, read_corpus};
+use crate::data::tokenize::{
+    Batcher, DataPosition, TokenDataset, eval_batches, load_tokenizer, save_tokenizer,
+    split_and_pack, tokenize_documents, train_bpe,
+};
+use crate::error::{IoContext, Result, TrainError};
+use crate::export;
+use crate::metrics::{MetricsLog, Record, plot_svg};
+use crate::model::{QuantMode, Transformer, cross_entropy};
+use crate::optim::{AdamW, AdamWConfig, ScheduleParams, clip_global_norm};
+use crate::params;
+use crate::quant::warmup_lambda;
+
+/// The end-of-text token of tokenizers that tern learns.
+pub const EOS_TOKEN: &str = "<|endoftext|>";
+
+/// What a run reports as it goes.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A line of information.
+    Message(String),
+    /// Training starts (or resumes) at `start` of `steps`.
+    Start { start: u64, steps: u64 },
+    /// An update finished.
+    Step {
+        step: u64,
+        loss: f64,
+        tok_per_s: f64,
+        lr: f64,
+    },
+    /// A validation pass finished.
+    Eval {
+        step: u64,
+        val_loss: f64,
+        val_ppl: f64,
+    },
+    /// A checkpoint was written.
+    Checkpoint(PathBuf),
+}
+
+/// The result of a run.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub steps: u64,
+    pub final_loss: f64,
+    pub val_loss: Option<f64>,
+    /// The best achievable loss per token, when the corpus is synthetic (`tern data synth`).
+    pub best_loss: Option<f64>,
+    pub tokens_per_s: f64,
+    pub params: usize,
+    /// The exported latent checkpoint, and packed ones.
+    pub model_dir: PathBuf,
+    pub packed: Vec<PathBuf>,
+}
+
+/// The device of `--device cpu|gpu`.
+pub fn device(name: &str) -> Result<Device> {
+    match name {
+        "cpu" => Ok(Device::flex()),
+        #[cfg(feature = "wgpu")]
+        "gpu" => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
+        #[cfg(not(feature = "wgpu"))]
+        "gpu" => Err(TrainError::Device(
+            "this tern was built without GPU support; rebuild with `--features wgpu`".into(),
+        )),
+        other => Err(TrainError::Device(format!(
+            "unknown device {other:?} (expected cpu or gpu)"
+        ))),
+    }
+}
+
+/// Tokenized data and everything derived from the corpus.
+pub struct Prepared {
+    pub config: HfConfig,
+    pub spec: ModelSpec,
+    pub tokenizer: Tokenizer,
+    pub eos: u32,
+    pub train: TokenDataset,
+    pub val: TokenDataset,
+    /// Best achievable loss per token for a synthetic corpus.
+    pub best_loss: Option<f64>,
+}
+
+/// Reads and checks everything a run needs before anything is written: model shape, corpus,
+/// tokenizer (loaded, or learned when `cached` is absent), sequences.
+pub fn prepare(cfg: &TrainConfig, cached_tokenizer: Option<&Path>) -> Result<Prepared> {
+    let config = HfConfig::load(&cfg.model.config)?;
+    let spec = ModelSpec::from_config(&config)?;
+    if cfg.data.seq_len > spec.max_position_embeddings {
+        return Err(TrainError::Config(format!(
+            "data.seq_len {} exceeds the model's max_position_embeddings {}",
+            cfg.data.seq_len, spec.max_position_embeddings
+        )));
+    }
+    let format = cfg.data.format.as_deref().map(|f| match f {
+        "jsonl" => CorpusFormat::Jsonl {
+            field: cfg.data.text_field.clone(),
+        },
+        _ => CorpusFormat::Text,
+    });
+    let docs = read_corpus(&cfg.data.corpus, format)?;
+    let tokenizer = match cached_tokenizer.or(cfg.data.tokenizer.as_deref()) {
+        Some(path) => load_tokenizer(path)?,
+        None => train_bpe(&docs, spec.vocab_size, &[EOS_TOKEN])?,
+    };
+    let vocab = tokenizer.get_vocab_size(true);
+    if vocab > spec.vocab_size {
+        return Err(TrainError::Config(format!(
+            "the tokenizer has {vocab} tokens but the model's vocab_size is {} ({}); use a \
+             tokenizer that fits or raise vocab_size",
+            spec.vocab_size,
+            cfg.model.config.display()
+        )));
+    }
+    let eos = tokenizer
+        .token_to_id(EOS_TOKEN)
+        .or_else(|| tokenizer.token_to_id("</s>"))
+        .or_else(|| {
+            config
+                .extra
+                .get("eos_token_id")
+                .and_then(|v| v.as_u64())
+                .map(|v| v as u32)
+        })
+        .ok_or_else(|| {
+            TrainError::Config(format!(
+                "the tokenizer has no end-of-text token ({EOS_TOKEN} or </s>) and {} sets no \
+                 eos_token_id",
+                cfg.model.config.display()
+            ))
+        })?;
+    let tokens = tokenize_documents(&tokenizer, &docs, eos)?;
+    let total: usize = tokens.iter().map(Vec::len).sum();
+    let best_loss = synth_floor(&cfg.data.corpus, total);
+    let (train, val) = split_and_pack(
+        tokens,
+        cfg.data.seq_len,
+        cfg.data.val_fraction,
+        cfg.train.seed,
+    )?;
+    if train.sequences.len() < cfg.train.batch_size {
+        return Err(TrainError::Config(format!(
+            "the corpus gives {} training sequences of {} tokens, fewer than one batch of {}; \
+             lower train.batch_size or data.seq_len, or add text",
+            train.sequences.len(),
+            cfg.data.seq_len,
+            cfg.train.batch_size
+        )));
+    }
+    Ok(Prepared {
+        config,
+        spec,
+        tokenizer,
+        eos,
+        train,
+        val,
+        best_loss,
+    })
+}
+
+/// `CORPUS.synth.json`, written by `tern data synth`, gives the entropy of the corpus.
+fn synth_floor(corpus: &Path, tokens: usize) -> Option<f64> {
+    let mut p = corpus.as_os_str().to_owned();
+    p.push(".synth.json");
+    let text = std::fs::read_to_string(PathBuf::from(p)).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let nats = v.get("entropy_nats")?.as_f64()?;
+    (tokens > 0).then(|| nats / tokens as f64)
+}
+
+fn ids2(v: &[u32], shape: [usize; 2], device: &Device) -> Tensor<2, Int> {
+    let data: Vec<i64> = v.iter().map(|&x| x as i64).collect();
+    Tensor::from_data(TensorData::new(data, shape), device)
+}
+
+fn ids1(v: &[u32], device: &Device) -> Tensor<1, Int> {
+    let data: Vec<i64> = v.iter().map(|&x| x as i64).collect();
+    Tensor::from_data(TensorData::new(data, [v.len()]), device)
+}
+
+/// Mean loss of `model` over (at most `max_batches` of) `data`.
+pub fn evaluate(
+    model: &Transformer,
+    data: &TokenDataset,
+    batch_size: usize,
+    max_batches: usize,
+    q: QuantMode,
+    device: &Device,
+) -> Option<f64> {
+    let model = model.valid();
+    let (mut sum, mut n) = (0.0, 0usize);
+    let limit = if max_batches == 0 {
+        usize::MAX
+    } else {
+        max_batches
+    };
+    for (b, inp, tgt) in eval_batches(data, batch_size).take(limit) {
+        let logits = model.forward(ids2(&inp, [b, data.seq_len], device), q);
+        let loss = cross_entropy(logits, ids1(&tgt, device)).into_scalar::<f32>() as f64;
+        sum += loss * b as f64;
+        n += b;
+    }
+    (n > 0).then(|| sum / n as f64)
+}
+
+/// Runs (or, with `resume`, continues) the training run of `cfg`.
+pub fn train(
+    cfg: &TrainConfig,
+    resume: bool,
+    force: bool,
+    progress: &mut dyn FnMut(Event),
+) -> Result<Summary> {
+    let run = cfg.run.dir.clone();
+    let ckpt = if resume {
+        let c = checkpoint::latest(&run)?;
+        if c.is_none() {
+            progress(Event::Message(format!(
+                "no checkpoint in {}; starting from scratch",
+                run.display()
+            )));
+        }
+        c
+    } else {
+        if checkpoint::latest(&run)?.is_some() && !force {
+            return Err(TrainError::Config(format!(
+                "{} already holds a run; pass --resume to continue it or --force to start over",
+                run.display()
+            )));
+        }
+        None
+    };
+    let tok_path = run.join("tokenizer.json");
+    let cached = (ckpt.is_some() && tok_path.exists()).then_some(tok_path.as_path());
+    progress(Event::Message(format!(
+        "reading {} and {}",
+        cfg.data.corpus.display(),
+        if cached.is_some() || cfg.data.tokenizer.is_some() {
+            "loading the tokenizer"
+        } else {
+            "learning a BPE tokenizer"
+        }
+    )));
+    let data = prepare(cfg, cached)?;
+    let device = device(&cfg.run.device)?;
+    let quantize = cfg
+        .model
+        .quantize
+        .unwrap_or(data.spec.quant.weights == WeightKind::Ternary);
+
+    // Everything is checked: from here on the run directory is written.
+    if force && !resume && run.exists() {
+        std::fs::remove_dir_all(&run).at(&run)?;
+    }
+    std::fs::create_dir_all(&run).at(&run)?;
+    save_tokenizer(&data.tokenizer, &tok_path)?;
+    tern_pack::fsutil::write_atomic(&run.join("train.json"), cfg.to_json().as_bytes())?;
+
+    let train_device = device.clone().autodiff();
+    let mut model = Transformer::init(
+        &data.spec,
+        cfg.train.seed,
+        cfg.model.init_std,
+        &train_device,
+    );
+    let t = &cfg.train;
+    let mut opt = AdamW::new(AdamWConfig {
+        beta1: t.beta1,
+        beta2: t.beta2,
+        eps: t.adam_eps,
+    });
+    let mut state = RunState {
+        step: 0,
+        position: DataPosition { epoch: 0, batch: 0 },
+        tokens: 0,
+        elapsed_s: 0.0,
+    };
+    if let Some(path) = &ckpt {
+        let loaded = checkpoint::load(path)?;
+        model = params::load(model, &loaded.model, &path.display().to_string())?;
+        opt.restore(loaded.state.step, &loaded.optimizer, &device);
+        state = loaded.state;
+        progress(Event::Message(format!(
+            "resumed from {} (step {})",
+            path.display(),
+            state.step
+        )));
+    } else if let Some(init) = &cfg.model.init_from {
+        let tensors = export::read_latent(init, &data.spec)?;
+        model = params::load(model, &tensors, &init.display().to_string())?;
+        progress(Event::Message(format!(
+            "initialised from {}",
+            init.display()
+        )));
+    }
+    let n_params = model.num_params();
+    progress(Event::Message(format!(
+        "{} parameters, {} training / {} validation sequences of {} tokens, {} mode, device {}",
+        n_params,
+        data.train.sequences.len(),
+        data.val.sequences.len(),
+        cfg.data.seq_len,
+        if quantize {
+            "ternary QAT"
+        } else {
+            "full-precision"
+        },
+        cfg.run.device
+    )));
+
+    let mut batcher = Batcher::try_new(&data.train, t.batch_size, t.seed, state.position)?;
+    let mut log = MetricsLog::open(&run, ckpt.as_ref().map(|_| state.step))?;
+    let sched = ScheduleParams {
+        kind: t.schedule,
+        lr: t.lr,
+        weight_decay: t.weight_decay,
+        warmup_steps: t.warmup_steps,
+        steps: t.steps,
+        min_lr_ratio: t.min_lr_ratio,
+        stage2_at: t.stage2_at,
+        stage2_lr_ratio: t.stage2_lr_ratio,
+    };
+    let tokens_per_step = (t.batch_size * t.grad_accum * cfg.data.seq_len) as u64;
+    let mode = |step: u64| QuantMode {
+        enabled: quantize,
+        lambda: warmup_lambda(step, cfg.model.quant_warmup_steps),
+    };
+    let mut last_ckpt = ckpt.clone();
+    let mut final_loss = f64::NAN;
+    let mut val_loss = None;
+    let mut window = (Instant::now(), 0u64);
+    let start_elapsed = state.elapsed_s;
+    let session = Instant::now();
+    progress(Event::Start {
+        start: state.step,
+        steps: t.steps,
+    });
+    let plot = |log: &MetricsLog| -> Result<()> {
+        let records = crate::metrics::read(log.path())?;
+        let title = format!("{} — loss", run.display());
+        let svg = plot_svg(&records, data.best_loss, &title);
+        tern_pack::fsutil::write_atomic(&run.join("loss.svg"), svg.as_bytes())?;
+        Ok(())
+    };
+
+    while state.step < t.steps {
+        let q = mode(state.step);
+        let mut grads: Option<BTreeMap<String, Tensor<1>>> = None;
+        let mut loss_sum = 0.0;
+        for _ in 0..t.grad_accum {
+            let (inp, tgt) = batcher.next_batch();
+            let shape = [t.batch_size, cfg.data.seq_len];
+            let logits = model.forward(ids2(&inp, shape, &train_device), q);
+            let loss = cross_entropy(logits, ids1(&tgt, &train_device));
+            let value = loss.clone().into_scalar::<f32>();
+            if !value.is_finite() {
+                return Err(TrainError::NonFinite {
+                    step: state.step + 1,
+                    loss: value,
+                    checkpoint: last_ckpt.clone().unwrap_or_else(|| checkpoint::dir(&run)),
+                });
+            }
+            loss_sum += value as f64;
+            let g = loss.div_scalar(t.grad_accum as f64).backward();
+            let g = params::gradients(&model, &g);
+            grads = Some(match grads {
+                None => g,
+                Some(mut acc) => {
+                    for (k, v) in g {
+                        let sum = acc.remove(&k).map_or(v.clone(), |a| a + v);
+                        acc.insert(k, sum);
+                    }
+                    acc
+                }
+            });
+        }
+        let mut grads = grads.expect("grad_accum >= 1");
+        let grad_norm = clip_global_norm(&mut grads, t.clip);
+        let (lr, wd) = sched.at(state.step);
+        model = opt.update(model, grads, lr, wd);
+        state.step += 1;
+        state.tokens += tokens_per_step;
+        state.position = batcher.position();
+        final_loss = loss_sum / t.grad_accum as f64;
+        window.1 += tokens_per_step;
+        let tok_per_s = window.1 as f64 / window.0.elapsed().as_secs_f64().max(1e-9);
+        progress(Event::Step {
+            step: state.step,
+            loss: final_loss,
+            tok_per_s,
+            lr,
+        });
+        let last = state.step == t.steps;
+        if state.step.is_multiple_of(cfg.run.log_every.max(1)) || last || state.step == 1 {
+            state.elapsed_s = start_elapsed + session.elapsed().as_secs_f64();
+            log.push(&Record::Train {
+                step: state.step,
+                tokens: state.tokens,
+                loss: final_loss,
+                lr,
+                grad_norm,
+                lambda: q.lambda,
+                tok_per_s,
+                elapsed_s: state.elapsed_s,
+            })?;
+            window = (Instant::now(), 0);
+        }
+        if (cfg.run.eval_every > 0 && state.step.is_multiple_of(cfg.run.eval_every)) || last {
+            if let Some(v) = evaluate(
+                &model,
+                &data.val,
+                t.batch_size,
+                cfg.run.eval_batches,
+                mode(state.step),
+                &device,
+            ) {
+                val_loss = Some(v);
+                log.push(&Record::Eval {
+                    step: state.step,
+                    val_loss: v,
+                    val_ppl: v.exp(),
+                })?;
+                progress(Event::Eval {
+                    step: state.step,
+                    val_loss: v,
+                    val_ppl: v.exp(),
+                });
+            }
+            plot(&log)?;
+        }
+        if (cfg.run.checkpoint_every > 0 && state.step.is_multiple_of(cfg.run.checkpoint_every))
+            || last
+        {
+            state.elapsed_s = start_elapsed + session.elapsed().as_secs_f64();
+            let path = checkpoint::save(
+                &run,
+                &state,
+                &params::collect(&model),
+                &opt.state(),
+                cfg.run.keep_checkpoints,
+            )?;
+            progress(Event::Checkpoint(path.clone()));
+            last_ckpt = Some(path);
+            window = (Instant::now(), 0);
+        }
+    }
+    if state.step == 0 || val_loss.is_none() && final_loss.is_nan() {
+        // Resumed a finished run: report its validation loss.
+        val_loss = evaluate(
+            &model,
+            &data.val,
+            t.batch_size,
+            cfg.run.eval_batches,
+            mode(state.step),
+            &device,
+        );
+    }
+    let model_dir = run.join("model");
+    progress(Event::Message(format!(
+        "exporting the latent checkpoint to {}",
+        model_dir.display()
+    )));
+    export::write_latent(
+        &params::collect(&model),
+        &data.config,
+        &data.spec,
+        quantize,
+        data.eos,
+        &tok_path,
+        &model_dir,
+    )?;
+    let mut packed = Vec::new();
+    for bits in &cfg.run.pack {
+        let out = run.join(format!("model-{bits}bit"));
+        progress(Event::Message(format!(
+            "packing at {bits} bits to {}",
+            out.display()
+        )));
+        export::pack(&model_dir, &out, bits)?;
+        packed.push(out);
+    }
+    let total_s = start_elapsed + session.elapsed().as_secs_f64();
+    Ok(Summary {
+        steps: state.step,
+        final_loss,
+        val_loss,
+        best_loss: data.best_loss,
+        tokens_per_s: state.tokens as f64 / total_s.max(1e-9),
+        params: n_params,
+        model_dir,
+        packed,
+    })
+}
