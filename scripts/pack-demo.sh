@@ -9,8 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 config=${1:-configs/models/trilm-tiny.toml}
 work=${2:-$(mktemp -d)}
-cargo build --release --quiet
-tern() { cargo run --release --quiet -- "$@"; }   # honours CARGO_TARGET_DIR
+# TERN_CARGO_FLAGS: extra cargo flags (CI passes --features wgpu to share its release build).
+cargo build --release --quiet ${TERN_CARGO_FLAGS:-}
+tern() { cargo run --release --quiet ${TERN_CARGO_FLAGS:-} -- "$@"; }   # honours CARGO_TARGET_DIR
 
 tern init "$config" --out "$work/latent" --force
 for bits in 2 1.6; do

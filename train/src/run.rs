@@ -72,7 +72,7 @@ pub fn device(name: &str) -> Result<Device> {
     match name {
         "cpu" => Ok(Device::flex()),
         #[cfg(feature = "wgpu")]
-        "gpu" => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
+        "gpu" => gpu_device(),
         #[cfg(not(feature = "wgpu"))]
         "gpu" => Err(TrainError::Device(
             "this tern was built without GPU support; rebuild with `--features wgpu`".into(),
@@ -80,6 +80,32 @@ pub fn device(name: &str) -> Result<Device> {
         other => Err(TrainError::Device(format!(
             "unknown device {other:?} (expected cpu or gpu)"
         ))),
+    }
+}
+
+/// The wgpu device, checked with a small computation: wgpu panics when it finds no adapter,
+/// which becomes a clear error here.
+#[cfg(feature = "wgpu")]
+fn gpu_device() -> Result<Device> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let probe = std::panic::catch_unwind(|| {
+        let d = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
+        let sum = Tensor::<1>::ones([4], &d).sum().into_scalar::<f32>();
+        (d, sum)
+    });
+    std::panic::set_hook(hook);
+    match probe {
+        Ok((d, sum)) if sum == 4.0 => Ok(d),
+        Ok((_, sum)) => Err(TrainError::Device(format!(
+            "the wgpu device computed 1+1+1+1 = {sum}; its driver is broken"
+        ))),
+        Err(_) => Err(TrainError::Device(
+            "no GPU adapter found through wgpu (looked for Vulkan, Metal, DX12 and OpenGL \
+             adapters). On Linux install a Vulkan driver, e.g. Debian's mesa-vulkan-drivers for \
+             the lavapipe software device"
+                .into(),
+        )),
     }
 }
 
