@@ -273,3 +273,45 @@ fn bad_input_is_refused_before_anything_is_written() {
     ]);
     refused(&big, "vocab_size", &run);
 }
+
+#[test]
+fn a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = synth(tmp.path(), "100K");
+    let run = tmp.path().join("run");
+    let mut args = train_args(&corpus, &run, "40");
+    // A learning rate no model survives: the weights overflow within a few updates.
+    args.extend(
+        [
+            "--lr",
+            "1e30",
+            "--set",
+            "train.clip=0",
+            "--set",
+            "train.warmup_steps=0",
+            "--set",
+            "run.checkpoint_every=1",
+        ]
+        .map(String::from),
+    );
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = tern(&a);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("not finite") && err.contains("--resume"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    // The checkpoint named by `latest` is complete.
+    let latest = std::fs::read_to_string(run.join("checkpoints/latest")).unwrap();
+    let dir = run.join("checkpoints").join(latest.trim());
+    for f in [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "state.json",
+        "train.json",
+    ] {
+        assert!(dir.join(f).is_file(), "{f} missing in {}", dir.display());
+    }
+}

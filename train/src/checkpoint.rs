@@ -3,7 +3,8 @@
 //! * `model.safetensors`: every parameter in f32 under its Hugging Face name;
 //! * `optimizer.safetensors`: AdamW's moments (`exp_avg.NAME`, `exp_avg_sq.NAME`);
 //! * `state.json`: the step, the data position (epoch and batch; the order of an epoch is a
-//!   function of the seed, so no other random state exists), tokens seen, elapsed time.
+//!   function of the seed, so no other random state exists), tokens seen, elapsed time;
+//! * `train.json`: the run's config.
 //!
 //! Each directory is written under a temporary name and renamed into place, then
 //! `RUN/checkpoints/latest` (one line: the directory name) is replaced atomically. A run killed
@@ -86,6 +87,7 @@ pub fn save(
     state: &RunState,
     model: &[(String, HostTensor)],
     optimizer: &[(String, HostTensor)],
+    config_json: &str,
     keep: usize,
 ) -> Result<PathBuf> {
     let root = dir(run);
@@ -95,6 +97,7 @@ pub fn save(
     write_tensors(&stage.path().join(OPTIMIZER_FILE), optimizer)?;
     let json = serde_json::to_string_pretty(state).expect("state serializes");
     write_atomic(&stage.path().join(STATE_FILE), json.as_bytes())?;
+    write_atomic(&stage.path().join("train.json"), config_json.as_bytes())?;
     let path = stage.commit()?;
     write_atomic(&root.join(LATEST), format!("{name}\n").as_bytes())?;
     prune(&root, keep)?;

@@ -476,6 +476,7 @@ pub fn train(
                 &state,
                 &params::collect(&model),
                 &opt.state(),
+                &cfg.to_json(),
                 cfg.run.keep_checkpoints,
             )?;
             progress(Event::Checkpoint(path.clone()));
