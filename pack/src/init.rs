@@ -35,6 +35,20 @@ impl SplitMix64 {
         z ^ (z >> 31)
     }
 
+    /// Exactly uniform in `0..n` (Lemire's multiply-shift with rejection); `n > 0`. Integer
+    /// only, so the same on every platform.
+    pub fn below(&mut self, n: u64) -> u64 {
+        assert!(n > 0, "below(0)");
+        let mut m = u128::from(self.next_u64()) * u128::from(n);
+        if (m as u64) < n {
+            let threshold = n.wrapping_neg() % n;
+            while (m as u64) < threshold {
+                m = u128::from(self.next_u64()) * u128::from(n);
+            }
+        }
+        (m >> 64) as u64
+    }
+
     /// Uniform in (0, 1].
     pub fn next_unit(&mut self) -> f64 {
         ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64

@@ -55,6 +55,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use tern_pack::init::SplitMix64;
 
 /// Options of the generator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,32 +173,6 @@ const OP_WEIGHTS: [u64; 3] = [2, 2, 1];
 const ADD_RANGE: usize = 20;
 /// Operands of `*` lie in `0..MUL_RANGE`.
 const MUL_RANGE: usize = 10;
-
-/// SplitMix64: a small, fast, portable pseudo-random generator.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Exactly uniform in `0..n` (Lemire's multiply-shift with rejection); `n > 0`.
-    fn below(&mut self, n: u64) -> u64 {
-        debug_assert!(n > 0);
-        let mut m = u128::from(self.next_u64()) * u128::from(n);
-        if (m as u64) < n {
-            let threshold = n.wrapping_neg() % n;
-            while (m as u64) < threshold {
-                m = u128::from(self.next_u64()) * u128::from(n);
-            }
-        }
-        (m >> 64) as u64
-    }
-}
 
 /// How many choices of each probability `weight / total` were made. Summing per distinct
 /// probability keeps the entropy accurate and independent of the order of the choices.
@@ -318,7 +293,7 @@ impl Generator {
 /// [`generate`], also returning the tally of choices (compared with a parse in the tests).
 fn generate_with_ledger(opts: SynthOptions) -> (SynthCorpus, Ledger) {
     let mut g = Generator {
-        rng: SplitMix64(opts.seed),
+        rng: SplitMix64::new(opts.seed),
         ledger: Ledger::default(),
         text: String::with_capacity(opts.bytes.saturating_add(512)),
     };

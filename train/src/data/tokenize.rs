@@ -14,6 +14,7 @@ use std::fs;
 use std::io::Write;
 use std::path::Path;
 
+use tern_pack::init::SplitMix64;
 use tokenizers::models::TrainerWrapper;
 use tokenizers::models::bpe::{BPE, BpeTrainer};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -256,7 +257,7 @@ pub fn split_and_pack(
     } else {
         let n = tokens.len();
         let n_val = ((n as f64 * val_fraction).round() as usize).clamp(1, n - 1);
-        let hash = |i| SplitMix64::new(seed ^ SplitMix64::new(i as u64).next()).next();
+        let hash = |i| SplitMix64::new(seed ^ SplitMix64::new(i as u64).next_u64()).next_u64();
         let mut keys: Vec<(u64, usize)> = (0..n).map(|i| (hash(i), i)).collect();
         keys.sort_unstable();
         let mut held_out = vec![false; n];
@@ -282,35 +283,13 @@ pub fn split_and_pack(
     Ok((pack(&train_stream, seq_len), pack(&val_stream, seq_len)))
 }
 
-/// The SplitMix64 generator: small, fast and fully specified.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn new(seed: u64) -> Self {
-        SplitMix64(seed)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n` (`n >= 1`), by multiply-shift.
-    fn below(&mut self, n: usize) -> usize {
-        ((u128::from(self.next()) * n as u128) >> 64) as usize
-    }
-}
-
 /// The order of the sequences in `epoch`: a Fisher–Yates shuffle driven by SplitMix64 seeded
 /// from `(seed, epoch)`.
 fn epoch_permutation(n: usize, seed: u64, epoch: u64) -> Vec<u32> {
-    let mut rng = SplitMix64::new(SplitMix64::new(seed).next() ^ epoch);
+    let mut rng = SplitMix64::new(SplitMix64::new(seed).next_u64() ^ epoch);
     let mut perm: Vec<u32> = (0..n as u32).collect();
     for i in (1..n).rev() {
-        let j = rng.below(i + 1);
+        let j = rng.below(i as u64 + 1) as usize;
         perm.swap(i, j);
     }
     perm
@@ -447,8 +426,8 @@ mod tests {
         let mut text = || {
             let mut s = String::new();
             for _ in 0..words {
-                s.push_str(list[rng.below(list.len())]);
-                s.push_str([" ", ". ", "\n", " ", " "][rng.below(5)]);
+                s.push_str(list[rng.below(list.len() as u64) as usize]);
+                s.push_str([" ", ". ", "\n", " ", " "][rng.below(5) as usize]);
             }
             s
         };
