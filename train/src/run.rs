@@ -364,6 +364,16 @@ pub fn train(
         enabled: quantize,
         lambda: warmup_lambda(step, cfg.model.quant_warmup_steps),
     };
+    let validate = |model: &Transformer, step: u64| {
+        evaluate(
+            model,
+            &data.val,
+            t.batch_size,
+            cfg.run.eval_batches,
+            mode(step),
+            &device,
+        )
+    };
     let mut last_ckpt = ckpt.clone();
     let mut final_loss = f64::NAN;
     let mut val_loss = None;
@@ -445,14 +455,7 @@ pub fn train(
             window = (Instant::now(), 0);
         }
         if (cfg.run.eval_every > 0 && state.step.is_multiple_of(cfg.run.eval_every)) || last {
-            if let Some(v) = evaluate(
-                &model,
-                &data.val,
-                t.batch_size,
-                cfg.run.eval_batches,
-                mode(state.step),
-                &device,
-            ) {
+            if let Some(v) = validate(&model, state.step) {
                 val_loss = Some(v);
                 log.push(&Record::Eval {
                     step: state.step,
@@ -484,16 +487,9 @@ pub fn train(
             window = (Instant::now(), 0);
         }
     }
-    if state.step == 0 || val_loss.is_none() && final_loss.is_nan() {
-        // Resumed a finished run: report its validation loss.
-        val_loss = evaluate(
-            &model,
-            &data.val,
-            t.batch_size,
-            cfg.run.eval_batches,
-            mode(state.step),
-            &device,
-        );
+    if val_loss.is_none() {
+        // Resumed a finished run (the loop did not run): report its validation loss.
+        val_loss = validate(&model, state.step);
     }
     let model_dir = run.join("model");
     progress(Event::Message(format!(
