@@ -123,9 +123,14 @@ pub fn run_config(cfg: &TrainConfig, resume: bool, force: bool) -> anyhow::Resul
 
 pub fn print_summary(s: &Summary) {
     println!(
-        "trained {} steps: final train loss {:.4}{}{} · {:.0} tokens/s · {} parameters",
+        "trained {} steps{}{}{} · {:.0} tokens/s · {} parameters",
         s.steps,
-        s.final_loss,
+        // NaN when a finished run is resumed: no step ran in this session.
+        if s.final_loss.is_finite() {
+            format!(": final train loss {:.4}", s.final_loss)
+        } else {
+            String::new()
+        },
         s.val_loss
             .map(|v| format!(", validation loss {v:.4} (perplexity {:.2})", v.exp()))
             .unwrap_or_default(),
