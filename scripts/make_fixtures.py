@@ -5,7 +5,7 @@ no network access and no GPU):
 
     python3 scripts/make_fixtures.py
 
-It writes four random, tiny (vocab 320, hidden 64, 2 layers, 4 heads, 2 KV heads)
+It writes five random, tiny (vocab 320, hidden 64, 2 layers, 4 heads, 2 KV heads)
 model directories, each with a `tokenizer.json` (one shared byte-level BPE trained
 here on a few fixed sentences) and an `expected.safetensors` of reference values
 computed with `transformers`:
@@ -14,6 +14,7 @@ computed with `transformers`:
   bitnet-bf16/         BitNetForCausalLM, bf16 latent ("master") weights
   llama-f32/           LlamaForCausalLM, f32, config "tern": ternary with 2 row-shard scales
   llama-f16-sharded/   LlamaForCausalLM, f16, 3+ safetensors shards, per-tensor ternary scale
+  qwen2-f32/           Qwen2ForCausalLM, f32, random q/k/v biases, per-tensor ternary scale
 
 expected.safetensors holds, per projection, the ternary `<module>.weight` (I8 [out, in])
 and `<module>.weight_scale` (F32, the multiplier s with w ~= q / s), plus `prompt_ids`
@@ -21,8 +22,8 @@ and `<module>.weight_scale` (F32, the multiplier s with w ~= q / s), plus `promp
 (I64 [8 + 32], prompt followed by 32 greedily generated tokens, eos ignored).
 The latent fixtures also hold `ternary_logits` and `ternary_greedy`: the same references for
 the model that `tern pack` makes of them (each projection replaced by its ternarization; BitNet
-through transformers' offline BitLinear, so with int8 per-token activations; Llama in f32 with
-weights q / s, TriLM-style floating-point activations).
+through transformers' offline BitLinear, so with int8 per-token activations; Llama and Qwen2 in f32
+with weights q / s, TriLM-style floating-point activations; Qwen2's q/k/v biases stay float).
 Everything is seeded; re-running produces byte-identical files.
 """
 
@@ -36,7 +37,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import BitNetConfig, BitNetForCausalLM, GenerationConfig, LlamaConfig, LlamaForCausalLM
+from transformers import (
+    BitNetConfig, BitNetForCausalLM, GenerationConfig, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM,
+)
 from transformers.integrations.bitnet import pack_weights, unpack_weights
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
@@ -124,6 +127,16 @@ def base_state(g, intermediate, bitnet: bool, tied: bool) -> dict[str, torch.Ten
     return sd
 
 
+def qkv_biases(g: torch.Generator) -> dict[str, torch.Tensor]:
+    """Random non-zero q/k/v biases (Qwen2; o_proj has none), drawn after the projections."""
+    sizes = {"q_proj": HEADS * HEAD_DIM, "k_proj": KV_HEADS * HEAD_DIM, "v_proj": KV_HEADS * HEAD_DIM}
+    sd = {}
+    for i in range(LAYERS):
+        for proj, out in sizes.items():
+            sd[f"model.layers.{i}.self_attn.{proj}.bias"] = 0.1 * torch.randn(out, generator=g)
+    return sd
+
+
 def ternarize(w: torch.Tensor, shards: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """absmean ternary quantization of an f32 [out, in] matrix, one scale per row block."""
     qs, ss = [], []
@@ -195,6 +208,8 @@ def make_latent(path: Path, tok_json: str, ids: torch.Tensor, *, config_cls, mod
     sd = base_state(g, intermediate, bitnet=bitnet, tied=bitnet)
     for name, shape in projections(intermediate).items():
         sd[name + ".weight"] = random_latent(g, shape)
+    if model_cls is Qwen2ForCausalLM:
+        sd.update(qkv_biases(g))
     config = model_config(config_cls, intermediate, dtype, tied=bitnet, **CONFIG_EXTRA[path.name])
     model = model_cls(config)
     missing, unexpected = model.load_state_dict(sd, strict=False)
@@ -252,6 +267,9 @@ CONFIG_EXTRA = {
                   "tern": {"weights": "ternary", "weight_scale": "shard", "weight_shards": 2, "activations": "none"}},
     "llama-f16-sharded": {"hidden_act": "silu", "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0},
                           "tern": {"weights": "ternary", "weight_scale": "tensor", "activations": "none"}},
+    "qwen2-f32": {"hidden_act": "silu", "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0},
+                  "use_sliding_window": False, "sliding_window": None,
+                  "tern": {"weights": "ternary", "weight_scale": "tensor", "activations": "none"}},
 }
 
 
@@ -273,11 +291,18 @@ def make_llama_f16_sharded(path: Path, tok_json: str, ids: torch.Tensor) -> None
                 intermediate=160, dtype=torch.float16, shards=1, max_shard_size=100_000)
 
 
+def make_qwen2_f32(path: Path, tok_json: str, ids: torch.Tensor) -> None:
+    """Qwen2 (Llama with q/k/v biases): f32, untied, random non-zero biases, per-tensor scale."""
+    make_latent(path, tok_json, ids, config_cls=Qwen2Config, model_cls=Qwen2ForCausalLM, seed=1005,
+                intermediate=160, dtype=torch.float32, shards=1)
+
+
 FIXTURES = {
     "bitnet-packed": make_bitnet_packed,
     "bitnet-bf16": make_bitnet_bf16,
     "llama-f32": make_llama_f32,
     "llama-f16-sharded": make_llama_f16_sharded,
+    "qwen2-f32": make_qwen2_f32,
 }
 
 

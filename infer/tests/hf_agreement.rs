@@ -168,8 +168,13 @@ fn trilm_llama_f16_sharded_matches_transformers() {
 }
 
 #[test]
+fn qwen2_f32_with_qkv_biases_matches_transformers() {
+    check_packed("qwen2-f32", "ternary_");
+}
+
+#[test]
 fn float_baseline_matches_transformers() {
-    for name in ["bitnet-bf16", "llama-f32", "llama-f16-sharded"] {
+    for name in ["bitnet-bf16", "llama-f32", "llama-f16-sharded", "qwen2-f32"] {
         let exp = expected(name, "");
         let ckpt = LatentCheckpoint::open(&fixture(name)).unwrap();
         let spec = ckpt.spec().unwrap();

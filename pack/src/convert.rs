@@ -16,7 +16,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{StagedDir, write_atomic};
 use crate::quant::{ScaleGranularity, Ternary, dequantize};
 use crate::safetensors::{Dtype, SafetensorsWriter, TensorEntry, from_f32};
-use crate::spec::{HfConfig, ModelSpec, QuantSpec, TensorRole, TensorSpec};
+use crate::spec::{HfConfig, ModelSpec, QuantSpec, TensorRole, TensorSpec, TernQuantConfig};
 
 /// Bytes moved per read when copying a tensor.
 const COPY_CHUNK: usize = 16 << 20;
@@ -116,7 +116,11 @@ pub fn pack_checkpoint(
     let ck = LatentCheckpoint::open(input)?;
     let mut config = ck.config.clone();
     if let Some(q) = opts.quant {
-        config.tern = Some(q.to_config());
+        let sub_norms = config.tern.as_ref().and_then(|t| t.sub_norms);
+        config.tern = Some(TernQuantConfig {
+            sub_norms,
+            ..q.to_config()
+        });
     }
     let spec = ModelSpec::from_config(&config)
         .map_err(|e| Error::config(input.join("config.json"), e.to_string()))?;
@@ -240,7 +244,7 @@ pub fn write_packed(
     writer.finish()?;
 
     let mut out_config = config.clone();
-    out_config.tern = Some(spec.quant.to_config());
+    out_config.tern = Some(spec.tern_config());
     out_config.extra.remove("quantization_config");
     write_atomic(
         &stage.path().join("config.json"),

@@ -40,6 +40,11 @@ pub struct TernQuantConfig {
     /// floating point (TriLM).
     #[serde(default = "default_activations")]
     pub activations: ActivationQuant,
+    /// SubLN norms before `o_proj` and `down_proj` (`attn_sub_norm`, `ffn_sub_norm`); by
+    /// default only BitNet has them. `true` on a Llama or Qwen2 model is the BitDistill
+    /// student layout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_norms: Option<bool>,
 }
 
 fn default_scale_kind() -> ScaleKind {
@@ -215,6 +220,7 @@ impl QuantSpec {
             weight_scale,
             weight_shards,
             activations: self.activations,
+            sub_norms: None,
         }
     }
 }
@@ -377,7 +383,11 @@ impl ModelSpec {
             qkv_bias: attention_bias || family == Family::Qwen2,
             o_bias: attention_bias && family != Family::Qwen2,
             mlp_bias: cfg.mlp_bias.unwrap_or(false),
-            sub_norms: family == Family::BitNet,
+            sub_norms: cfg
+                .tern
+                .as_ref()
+                .and_then(|t| t.sub_norms)
+                .unwrap_or(family == Family::BitNet),
             quant,
         };
         if let ScaleGranularity::Shards(n) = spec.quant.scale {
@@ -431,6 +441,16 @@ impl ModelSpec {
             scale,
             activations: t.activations,
         })
+    }
+
+    /// The `tern` section of `config.json` that describes this spec (quantization, and SubLN
+    /// where the family does not imply it).
+    pub fn tern_config(&self) -> TernQuantConfig {
+        let default_sub_norms = self.family == Family::BitNet;
+        TernQuantConfig {
+            sub_norms: (self.sub_norms != default_sub_norms).then_some(self.sub_norms),
+            ..self.quant.to_config()
+        }
     }
 
     /// Whether linear layers are ternary.
@@ -655,5 +675,27 @@ mod tests {
             ModelSpec::from_config(&cfg(&json)).unwrap().rope_theta,
             250000.0
         );
+    }
+
+    #[test]
+    fn sub_norms_on_a_llama_round_trip_through_the_tern_section() {
+        let json = BITNET_2B4T
+            .replace(r#""model_type": "bitnet""#, r#""model_type": "qwen2""#)
+            .replace(
+                r#""torch_dtype": "bfloat16""#,
+                r#""tern": {"weights": "ternary", "activations": "int8", "sub_norms": true}"#,
+            );
+        let spec = ModelSpec::from_config(&cfg(&json)).unwrap();
+        assert!(spec.sub_norms && spec.qkv_bias);
+        let names: Vec<String> = spec.tensors().into_iter().map(|t| t.name).collect();
+        assert!(names.contains(&"model.layers.0.self_attn.attn_sub_norm.weight".to_string()));
+        assert!(names.contains(&"model.layers.29.mlp.ffn_sub_norm.weight".to_string()));
+        let mut c = cfg(&json);
+        c.tern = Some(spec.tern_config());
+        assert_eq!(c.tern.as_ref().unwrap().sub_norms, Some(true));
+        assert_eq!(ModelSpec::from_config(&c).unwrap(), spec);
+        // BitNet implies them, so its section does not spell them out.
+        let bitnet = ModelSpec::from_config(&cfg(BITNET_2B4T)).unwrap();
+        assert_eq!(bitnet.tern_config().sub_norms, None);
     }
 }

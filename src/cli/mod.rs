@@ -2,6 +2,7 @@
 
 mod bench;
 mod data;
+mod distill;
 mod infer;
 mod init;
 mod inspect;
@@ -29,6 +30,9 @@ enum Command {
     Quickstart(quickstart::QuickstartArgs),
     /// Train a ternary model with quantization-aware training (or a full-precision one).
     Train(train::TrainArgs),
+    /// Distill a full-precision teacher (Hugging Face Llama/Qwen2, or a tern model) into a
+    /// ternary student.
+    Distill(distill::DistillArgs),
     /// Make training data (tern data synth).
     Data(data::DataArgs),
     /// Learn a tokenizer from a corpus (tern tokenizer train).
@@ -50,6 +54,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Quickstart(a) => quickstart::run(a),
         Command::Train(a) => train::run(a),
+        Command::Distill(a) => distill::run(a),
         Command::Data(a) => data::run(a),
         Command::Tokenizer(a) => tokenizer::run(a),
         Command::Pack(a) => pack::run(a),

@@ -102,7 +102,7 @@ impl TrainArgs {
 }
 
 /// A TOML string literal.
-fn toml_str(s: &str) -> String {
+pub fn toml_str(s: &str) -> String {
     serde_json::to_string(s).expect("string serializes")
 }
 
@@ -136,7 +136,11 @@ pub fn print_summary(s: &Summary) {
             .unwrap_or_default(),
         s.best_loss
             .map(|b| format!(", best achievable {b:.4}"))
-            .unwrap_or_default(),
+            .unwrap_or_default()
+            + &s.val_extra
+                .iter()
+                .map(|(k, v)| format!(", validation {k} {v:.4}"))
+                .collect::<String>(),
         s.tokens_per_s,
         s.params
     );
@@ -147,7 +151,7 @@ pub fn print_summary(s: &Summary) {
 }
 
 /// Renders [`Event`]s.
-struct Reporter {
+pub struct Reporter {
     bar: Option<ProgressBar>,
     tty: bool,
     log_every: u64,
@@ -156,7 +160,7 @@ struct Reporter {
 }
 
 impl Reporter {
-    fn new(log_every: u64) -> Reporter {
+    pub fn new(log_every: u64) -> Reporter {
         Reporter {
             bar: None,
             tty: std::io::stderr().is_terminal(),
@@ -173,7 +177,7 @@ impl Reporter {
         }
     }
 
-    fn event(&mut self, e: Event) {
+    pub fn event(&mut self, e: Event) {
         match e {
             Event::Message(m) => self.line(&m),
             Event::Start { start, steps } => {
@@ -197,10 +201,12 @@ impl Reporter {
             Event::Step {
                 step,
                 loss,
+                parts,
                 tok_per_s,
                 lr,
             } => {
-                let msg = format!("loss {loss:.4} · {tok_per_s:.0} tok/s · lr {lr:.2e}");
+                let parts: String = parts.iter().map(|(k, v)| format!(" {k} {v:.4}")).collect();
+                let msg = format!("loss {loss:.4}{parts} · {tok_per_s:.0} tok/s · lr {lr:.2e}");
                 if let Some(b) = &self.bar {
                     b.set_position(step);
                     b.set_message(msg);
@@ -216,14 +222,18 @@ impl Reporter {
                 step,
                 val_loss,
                 val_ppl,
-            } => self.line(&format!(
-                "step {step}: validation loss {val_loss:.4}, perplexity {val_ppl:.2}"
-            )),
+                extra,
+            } => {
+                let extra: String = extra.iter().map(|(k, v)| format!(", {k} {v:.4}")).collect();
+                self.line(&format!(
+                    "step {step}: validation loss {val_loss:.4}, perplexity {val_ppl:.2}{extra}"
+                ))
+            }
             Event::Checkpoint(p) => self.line(&format!("checkpoint {}", p.display())),
         }
     }
 
-    fn finish(&mut self) {
+    pub fn finish(&mut self) {
         if let Some(b) = self.bar.take() {
             b.finish_and_clear();
         }

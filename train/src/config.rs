@@ -197,12 +197,10 @@ impl TrainConfig {
         Ok(cfg)
     }
 
-    fn resolve_paths(&mut self, base: &Path) {
-        let fix = |p: &mut PathBuf| {
-            if p.is_relative() && !p.exists() && base.join(&*p).exists() {
-                *p = base.join(&*p);
-            }
-        };
+    /// Resolves relative paths that do not exist from the working directory against `base`
+    /// (the config file's directory).
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| resolve_path(p, base);
         fix(&mut self.model.config);
         fix(&mut self.data.corpus);
         if let Some(t) = &mut self.data.tokenizer {
@@ -297,8 +295,16 @@ impl TrainConfig {
     }
 }
 
-/// `section.field=value` into the table.
-fn apply_override(table: &mut toml::Table, o: &str) -> Result<()> {
+/// A relative path that does not exist from the working directory but does from `base` (a
+/// config file's directory) is taken relative to `base`.
+pub fn resolve_path(p: &mut PathBuf, base: &Path) {
+    if p.is_relative() && !p.exists() && base.join(&*p).exists() {
+        *p = base.join(&*p);
+    }
+}
+
+/// `section.field=value` into the table (the `--set` flag).
+pub fn apply_override(table: &mut toml::Table, o: &str) -> Result<()> {
     let bad = |why: &str| TrainError::Config(format!("--set {o}: {why}"));
     let (key, raw) = o.split_once('=').ok_or_else(|| bad("expected KEY=VALUE"))?;
     let parts: Vec<&str> = key.trim().split('.').collect();

@@ -26,6 +26,9 @@ pub enum TrainError {
         loss: f32,
         checkpoint: PathBuf,
     },
+    /// A distillation teacher that cannot be used (names the file and why).
+    #[error("teacher: {0}")]
+    Teacher(String),
     /// No usable device.
     #[error("device: {0}")]
     Device(String),

@@ -81,7 +81,7 @@ pub fn write_latent(
     if !quantized && spec.quant.weights == WeightKind::Ternary {
         spec.quant.weights = WeightKind::Full;
     }
-    config.tern = Some(spec.quant.to_config());
+    config.tern = Some(spec.tern_config());
     config
         .extra
         .insert("eos_token_id".into(), serde_json::json!(eos));

@@ -1,6 +1,7 @@
 //! Metrics of a run: `metrics.jsonl` (one JSON object per logged step or evaluation, appended
 //! and flushed as it goes) and `loss.svg`, a loss curve redrawn at each evaluation.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -23,12 +24,18 @@ pub enum Record {
         lambda: f64,
         tok_per_s: f64,
         elapsed_s: f64,
+        /// The terms of a composite loss (distillation: `ce`, `kl`, ...).
+        #[serde(flatten, default)]
+        extra: BTreeMap<String, f64>,
     },
     /// A validation pass.
     Eval {
         step: u64,
         val_loss: f64,
         val_ppl: f64,
+        /// The objective's own validation metrics (distillation: `kl_to_teacher`).
+        #[serde(flatten, default)]
+        extra: BTreeMap<String, f64>,
     },
 }
 
@@ -224,6 +231,7 @@ mod tests {
                 lambda: 1.0,
                 tok_per_s: 100.0,
                 elapsed_s: step as f64,
+                extra: BTreeMap::from([("kl".to_string(), step as f64)]),
             })
             .unwrap();
         }
@@ -231,12 +239,17 @@ mod tests {
             step: 5,
             val_loss: 1.5,
             val_ppl: 1.5f64.exp(),
+            extra: BTreeMap::new(),
         })
         .unwrap();
         drop(log);
         let _log = MetricsLog::open(dir.path(), Some(3)).unwrap();
         let records = read(&dir.path().join("metrics.jsonl")).unwrap();
         assert_eq!(records.len(), 3);
+        match &records[2] {
+            Record::Train { step: 3, extra, .. } => assert_eq!(extra["kl"], 3.0),
+            other => panic!("unexpected record {other:?}"),
+        }
         let svg = plot_svg(
             &read(&dir.path().join("metrics.jsonl")).unwrap(),
             Some(0.5),

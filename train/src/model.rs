@@ -202,6 +202,7 @@ fn rope(x: Tensor<4>, pos: &Positions) -> Tensor<4> {
 }
 
 impl Attention {
+    /// The attention output, and with `tap` the q, k, v projections (before RoPE, `[B·T, width]`).
     fn forward(
         &self,
         x: Tensor<2>,
@@ -209,12 +210,17 @@ impl Attention {
         t: usize,
         pos: &Positions,
         q: QuantMode,
-    ) -> Tensor<2> {
+        tap: bool,
+    ) -> (Tensor<2>, Option<[Tensor<2>; 3]>) {
         let (h, kvh, d) = (self.heads, self.kv_heads, self.head_dim);
+        let qp = self.q_proj.forward(x.clone(), q);
+        let kp = self.k_proj.forward(x.clone(), q);
+        let vp = self.v_proj.forward(x, q);
+        let taps = tap.then(|| [qp.clone(), kp.clone(), vp.clone()]);
         let split = |y: Tensor<2>, heads: usize| y.reshape([b, t, heads, d]).swap_dims(1, 2);
-        let qs = rope(split(self.q_proj.forward(x.clone(), q), h), pos);
-        let ks = rope(split(self.k_proj.forward(x.clone(), q), kvh), pos);
-        let vs = split(self.v_proj.forward(x, q), kvh);
+        let qs = rope(split(qp, h), pos);
+        let ks = rope(split(kp, kvh), pos);
+        let vs = split(vp, kvh);
         let (ks, vs) = if kvh == h {
             (ks, vs)
         } else {
@@ -236,7 +242,7 @@ impl Attention {
             Some(n) => n.forward(out),
             None => out,
         };
-        self.o_proj.forward(out, q)
+        (self.o_proj.forward(out, q), taps)
     }
 }
 
@@ -335,6 +341,16 @@ impl Transformer {
 
     /// Logits `[B·T, vocab]` for token ids `[B, T]`.
     pub fn forward(&self, tokens: Tensor<2, Int>, q: QuantMode) -> Tensor<2> {
+        self.forward_with(tokens, q, Taps::default()).logits
+    }
+
+    /// Blocks in the model.
+    pub fn num_layers(&self) -> usize {
+        self.model.layers.len()
+    }
+
+    /// The forward with the intermediate states `taps` asks for (distillation).
+    pub fn forward_with(&self, tokens: Tensor<2, Int>, q: QuantMode, taps: Taps) -> Outputs {
         let [b, t] = tokens.dims();
         let embed = self.model.embed_tokens.weight.val();
         let device = embed.device();
@@ -346,24 +362,55 @@ impl Transformer {
             .first()
             .map_or(2, |l| l.self_attn.head_dim);
         let pos = Positions::new(t, head_dim, self.rope_theta, &device);
-        for layer in &self.model.layers {
-            let a =
-                layer
-                    .self_attn
-                    .forward(layer.input_layernorm.forward(x.clone()), b, t, &pos, q);
+        let (mut hidden_tap, mut qkv_tap) = (None, None);
+        for (i, layer) in self.model.layers.iter().enumerate() {
+            let (a, qkv) = layer.self_attn.forward(
+                layer.input_layernorm.forward(x.clone()),
+                b,
+                t,
+                &pos,
+                q,
+                taps.qkv == Some(i),
+            );
+            qkv_tap = qkv_tap.or(qkv);
             x = x + a;
             let m = layer
                 .mlp
                 .forward(layer.post_attention_layernorm.forward(x.clone()), q);
             x = x + m;
+            if taps.hidden == Some(i) {
+                hidden_tap = Some(x.clone());
+            }
         }
         let x = self.model.norm.forward(x);
         let head = match &self.lm_head {
             Some(h) => h.weight.val(),
             None => embed,
         };
-        x.matmul(head.transpose())
+        Outputs {
+            logits: x.matmul(head.transpose()),
+            hidden: hidden_tap,
+            qkv: qkv_tap,
+        }
     }
+}
+
+/// Intermediate states a forward returns besides the logits (block indices from 0).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Taps {
+    /// The residual stream after this block, `[B·T, hidden]`.
+    pub hidden: Option<usize>,
+    /// This block's q, k and v projections before RoPE, `[B·T, width]` each.
+    pub qkv: Option<usize>,
+}
+
+/// What [`Transformer::forward_with`] returns.
+#[derive(Debug, Clone)]
+pub struct Outputs {
+    /// `[B·T, vocab]`.
+    pub logits: Tensor<2>,
+    pub hidden: Option<Tensor<2>>,
+    pub qkv: Option<[Tensor<2>; 3]>,
 }
 
 /// Mean cross-entropy of `logits` `[N, vocab]` against `targets` `[N]`.

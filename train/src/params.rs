@@ -178,6 +178,40 @@ pub fn load(
     Ok(model.map(&mut m))
 }
 
+/// Like [`load`], but a parameter missing from `tensors` keeps its value (e.g. SubLN gains a
+/// teacher does not have); every tensor given must fit the model.
+pub fn load_some(
+    model: Transformer,
+    tensors: &BTreeMap<String, HostTensor>,
+    origin: &str,
+) -> Result<Transformer> {
+    let expected: BTreeMap<String, Vec<usize>> = collect_shapes(&model).into_iter().collect();
+    for (name, t) in tensors {
+        match expected.get(name) {
+            None => {
+                return Err(TrainError::Checkpoint(format!(
+                    "{origin}: tensor {name} is not a parameter of the model"
+                )));
+            }
+            Some(shape) if &t.shape != shape || t.data.len() != shape.iter().product::<usize>() => {
+                return Err(TrainError::Checkpoint(format!(
+                    "{origin}: tensor {name} has shape {:?}, the model needs {shape:?}",
+                    t.shape
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    let mut m = MapByName::new(|name: &str, old: Tensor<1>| {
+        let t = tensors.get(name)?;
+        Some(Tensor::<1>::from_data(
+            TensorData::new(t.data.clone(), [t.data.len()]),
+            &old.device(),
+        ))
+    });
+    Ok(model.map(&mut m))
+}
+
 /// Names and shapes of every parameter.
 pub fn collect_shapes(model: &Transformer) -> Vec<(String, Vec<usize>)> {
     struct Shapes {

@@ -22,7 +22,7 @@ use crate::export;
 use crate::metrics::{MetricsLog, Record, plot_svg};
 use crate::model::{QuantMode, Transformer, cross_entropy};
 use crate::optim::{AdamW, AdamWConfig, ScheduleParams, clip_global_norm};
-use crate::params;
+use crate::params::{self, HostTensor};
 use crate::quant::warmup_lambda;
 
 /// The end-of-text token of tokenizers that tern learns.
@@ -35,18 +35,20 @@ pub enum Event {
     Message(String),
     /// Training starts (or resumes) at `start` of `steps`.
     Start { start: u64, steps: u64 },
-    /// An update finished.
+    /// An update finished (`parts`: the terms of a composite loss, e.g. CE and KL).
     Step {
         step: u64,
         loss: f64,
+        parts: Vec<(String, f64)>,
         tok_per_s: f64,
         lr: f64,
     },
-    /// A validation pass finished.
+    /// A validation pass finished (`extra`: the objective's own metrics, e.g. KL to a teacher).
     Eval {
         step: u64,
         val_loss: f64,
         val_ppl: f64,
+        extra: Vec<(String, f64)>,
     },
     /// A checkpoint was written.
     Checkpoint(PathBuf),
@@ -58,6 +60,8 @@ pub struct Summary {
     pub steps: u64,
     pub final_loss: f64,
     pub val_loss: Option<f64>,
+    /// The objective's validation metrics at the end (e.g. KL to a teacher).
+    pub val_extra: Vec<(String, f64)>,
     /// The best achievable loss per token, when the corpus is synthetic (`tern data synth`).
     pub best_loss: Option<f64>,
     pub tokens_per_s: f64,
@@ -65,6 +69,90 @@ pub struct Summary {
     /// The exported latent checkpoint, and packed ones.
     pub model_dir: PathBuf,
     pub packed: Vec<PathBuf>,
+}
+
+/// One micro-batch: `inputs` and next-token `targets`, `shape` = `[batch, seq_len]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    pub inputs: &'a [u32],
+    pub targets: &'a [u32],
+    pub shape: [usize; 2],
+}
+
+impl Batch<'_> {
+    /// The inputs as `[batch, seq_len]` ids on `device`.
+    pub fn tokens(&self, device: &Device) -> Tensor<2, Int> {
+        ids2(self.inputs, self.shape, device)
+    }
+
+    /// The targets as `[batch·seq_len]` ids on `device`.
+    pub fn target_ids(&self, device: &Device) -> Tensor<1, Int> {
+        ids1(self.targets, device)
+    }
+}
+
+/// What a run minimizes. `tern train` uses [`LanguageModeling`]; `tern distill` adds a
+/// teacher. Everything else (data, optimizer, metrics, checkpoints, resume, export) is the
+/// loop's.
+pub trait Objective {
+    /// The student's shape (default: `model.config`).
+    fn shape(&self, cfg: &TrainConfig) -> Result<HfConfig> {
+        Ok(HfConfig::load(&cfg.model.config)?)
+    }
+
+    /// Checks the objective's own inputs against the prepared data, before anything is
+    /// written (e.g. that a teacher shares the tokenizer).
+    fn check(&mut self, _data: &Prepared) -> Result<()> {
+        Ok(())
+    }
+
+    /// The weights a fresh run starts from, with their origin for messages (`None`:
+    /// `model.init_from`, else random). Tensors the map lacks keep their initial values.
+    fn initial_weights(
+        &self,
+        _spec: &ModelSpec,
+    ) -> Result<Option<(BTreeMap<String, HostTensor>, String)>> {
+        Ok(None)
+    }
+
+    /// The loss of `model` on `batch` (a scalar with gradients), and its named terms.
+    fn loss(
+        &self,
+        model: &Transformer,
+        batch: &Batch,
+        q: QuantMode,
+    ) -> (Tensor<1>, Vec<(String, f64)>);
+
+    /// Validation metrics of the student's `logits` on `batch` besides the loss (averaged
+    /// over batches by the loop).
+    fn eval_metrics(&self, _logits: Tensor<2>, _batch: &Batch) -> Vec<(String, f64)> {
+        Vec::new()
+    }
+
+    /// The training mode, for the opening message.
+    fn describe(&self, quantize: bool) -> String {
+        if quantize {
+            "ternary QAT".into()
+        } else {
+            "full-precision".into()
+        }
+    }
+}
+
+/// Next-token cross-entropy on the data: plain (QAT or full-precision) training.
+pub struct LanguageModeling;
+
+impl Objective for LanguageModeling {
+    fn loss(
+        &self,
+        model: &Transformer,
+        batch: &Batch,
+        q: QuantMode,
+    ) -> (Tensor<1>, Vec<(String, f64)>) {
+        let device = model.model.embed_tokens.weight.device();
+        let logits = model.forward(batch.tokens(&device), q);
+        (cross_entropy(logits, batch.target_ids(&device)), Vec::new())
+    }
 }
 
 /// The device of `--device cpu|gpu`.
@@ -124,7 +212,15 @@ pub struct Prepared {
 /// Reads and checks everything a run needs before anything is written: model shape, corpus,
 /// tokenizer (loaded, or learned when `cached` is absent), sequences.
 pub fn prepare(cfg: &TrainConfig, cached_tokenizer: Option<&Path>) -> Result<Prepared> {
-    let config = HfConfig::load(&cfg.model.config)?;
+    prepare_with(cfg, HfConfig::load(&cfg.model.config)?, cached_tokenizer)
+}
+
+/// [`prepare`] for a model shape given as a config.
+pub fn prepare_with(
+    cfg: &TrainConfig,
+    config: HfConfig,
+    cached_tokenizer: Option<&Path>,
+) -> Result<Prepared> {
     let spec = ModelSpec::from_config(&config)?;
     if cfg.data.seq_len > spec.max_position_embeddings {
         return Err(TrainError::Config(format!(
@@ -227,25 +323,83 @@ pub fn evaluate(
     q: QuantMode,
     device: &Device,
 ) -> Option<f64> {
+    evaluate_with(
+        model,
+        &LanguageModeling,
+        data,
+        batch_size,
+        max_batches,
+        q,
+        device,
+    )
+    .map(|(loss, _)| loss)
+}
+
+/// Mean loss of `model` over (at most `max_batches` of) `data`, and the means of the
+/// objective's [`Objective::eval_metrics`].
+pub fn evaluate_with(
+    model: &Transformer,
+    objective: &dyn Objective,
+    data: &TokenDataset,
+    batch_size: usize,
+    max_batches: usize,
+    q: QuantMode,
+    device: &Device,
+) -> Option<(f64, Vec<(String, f64)>)> {
     let model = model.valid();
     let (mut sum, mut n) = (0.0, 0usize);
+    let mut extra: Vec<(String, f64)> = Vec::new();
     let limit = if max_batches == 0 {
         usize::MAX
     } else {
         max_batches
     };
     for (b, inp, tgt) in eval_batches(data, batch_size).take(limit) {
-        let logits = model.forward(ids2(&inp, [b, data.seq_len], device), q);
-        let loss = cross_entropy(logits, ids1(&tgt, device)).into_scalar::<f32>() as f64;
+        let batch = Batch {
+            inputs: &inp,
+            targets: &tgt,
+            shape: [b, data.seq_len],
+        };
+        let logits = model.forward(batch.tokens(device), q);
+        for (name, v) in objective.eval_metrics(logits.clone(), &batch) {
+            match extra.iter_mut().find(|(k, _)| *k == name) {
+                Some((_, acc)) => *acc += v * b as f64,
+                None => extra.push((name, v * b as f64)),
+            }
+        }
+        let loss = cross_entropy(logits, batch.target_ids(device)).into_scalar::<f32>() as f64;
         sum += loss * b as f64;
         n += b;
     }
-    (n > 0).then(|| sum / n as f64)
+    for (_, v) in &mut extra {
+        *v /= n.max(1) as f64;
+    }
+    (n > 0).then(|| (sum / n as f64, extra))
 }
 
 /// Runs (or, with `resume`, continues) the training run of `cfg`.
 pub fn train(
     cfg: &TrainConfig,
+    resume: bool,
+    force: bool,
+    progress: &mut dyn FnMut(Event),
+) -> Result<Summary> {
+    train_with(
+        cfg,
+        &cfg.to_json(),
+        &mut LanguageModeling,
+        resume,
+        force,
+        progress,
+    )
+}
+
+/// [`train`] minimizing `objective`; `config_json` is the run's whole config as the user
+/// wrote it, saved with the run and its checkpoints.
+pub fn train_with(
+    cfg: &TrainConfig,
+    config_json: &str,
+    objective: &mut dyn Objective,
     resume: bool,
     force: bool,
     progress: &mut dyn FnMut(Event),
@@ -280,7 +434,8 @@ pub fn train(
             "learning a BPE tokenizer"
         }
     )));
-    let data = prepare(cfg, cached)?;
+    let data = prepare_with(cfg, objective.shape(cfg)?, cached)?;
+    objective.check(&data)?;
     let device = device(&cfg.run.device)?;
     let quantize = cfg
         .model
@@ -293,7 +448,7 @@ pub fn train(
     }
     std::fs::create_dir_all(&run).at(&run)?;
     save_tokenizer(&data.tokenizer, &tok_path)?;
-    tern_pack::fsutil::write_atomic(&run.join("train.json"), cfg.to_json().as_bytes())?;
+    tern_pack::fsutil::write_atomic(&run.join("train.json"), config_json.as_bytes())?;
 
     let train_device = device.clone().autodiff();
     let mut model = Transformer::init(
@@ -324,6 +479,9 @@ pub fn train(
             path.display(),
             state.step
         )));
+    } else if let Some((tensors, origin)) = objective.initial_weights(&data.spec)? {
+        model = params::load_some(model, &tensors, &origin)?;
+        progress(Event::Message(format!("initialised from {origin}")));
     } else if let Some(init) = &cfg.model.init_from {
         let tensors = export::read_latent(init, &data.spec)?;
         model = params::load(model, &tensors, &init.display().to_string())?;
@@ -339,11 +497,7 @@ pub fn train(
         data.train.sequences.len(),
         data.val.sequences.len(),
         cfg.data.seq_len,
-        if quantize {
-            "ternary QAT"
-        } else {
-            "full-precision"
-        },
+        objective.describe(quantize),
         cfg.run.device
     )));
 
@@ -364,9 +518,10 @@ pub fn train(
         enabled: quantize,
         lambda: warmup_lambda(step, cfg.model.quant_warmup_steps),
     };
-    let validate = |model: &Transformer, step: u64| {
-        evaluate(
+    let validate = |model: &Transformer, objective: &dyn Objective, step: u64| {
+        evaluate_with(
             model,
+            objective,
             &data.val,
             t.batch_size,
             cfg.run.eval_batches,
@@ -377,6 +532,7 @@ pub fn train(
     let mut last_ckpt = ckpt.clone();
     let mut final_loss = f64::NAN;
     let mut val_loss = None;
+    let mut val_extra = Vec::new();
     let mut window = (Instant::now(), 0u64);
     let start_elapsed = state.elapsed_s;
     let session = Instant::now();
@@ -396,11 +552,21 @@ pub fn train(
         let q = mode(state.step);
         let mut grads: Option<BTreeMap<String, Tensor<1>>> = None;
         let mut loss_sum = 0.0;
+        let mut parts_sum: Vec<(String, f64)> = Vec::new();
         for _ in 0..t.grad_accum {
             let (inp, tgt) = batcher.next_batch();
-            let shape = [t.batch_size, cfg.data.seq_len];
-            let logits = model.forward(ids2(&inp, shape, &train_device), q);
-            let loss = cross_entropy(logits, ids1(&tgt, &train_device));
+            let batch = Batch {
+                inputs: &inp,
+                targets: &tgt,
+                shape: [t.batch_size, cfg.data.seq_len],
+            };
+            let (loss, parts) = objective.loss(&model, &batch, q);
+            for (name, v) in parts {
+                match parts_sum.iter_mut().find(|(k, _)| *k == name) {
+                    Some((_, acc)) => *acc += v / t.grad_accum as f64,
+                    None => parts_sum.push((name, v / t.grad_accum as f64)),
+                }
+            }
             let value = loss.clone().into_scalar::<f32>();
             if !value.is_finite() {
                 return Err(TrainError::NonFinite {
@@ -436,6 +602,7 @@ pub fn train(
         progress(Event::Step {
             step: state.step,
             loss: final_loss,
+            parts: parts_sum.clone(),
             tok_per_s,
             lr,
         });
@@ -451,22 +618,26 @@ pub fn train(
                 lambda: q.lambda,
                 tok_per_s,
                 elapsed_s: state.elapsed_s,
+                extra: parts_sum.into_iter().collect(),
             })?;
             window = (Instant::now(), 0);
         }
         if (cfg.run.eval_every > 0 && state.step.is_multiple_of(cfg.run.eval_every)) || last {
-            if let Some(v) = validate(&model, state.step) {
+            if let Some((v, extra)) = validate(&model, objective, state.step) {
                 val_loss = Some(v);
                 log.push(&Record::Eval {
                     step: state.step,
                     val_loss: v,
                     val_ppl: v.exp(),
+                    extra: extra.iter().cloned().collect(),
                 })?;
                 progress(Event::Eval {
                     step: state.step,
                     val_loss: v,
                     val_ppl: v.exp(),
+                    extra: extra.clone(),
                 });
+                val_extra = extra;
             }
             plot(&log)?;
         }
@@ -479,7 +650,7 @@ pub fn train(
                 &state,
                 &params::collect(&model),
                 &opt.state(),
-                &cfg.to_json(),
+                config_json,
                 cfg.run.keep_checkpoints,
             )?;
             progress(Event::Checkpoint(path.clone()));
@@ -489,7 +660,10 @@ pub fn train(
     }
     if val_loss.is_none() {
         // Resumed a finished run (the loop did not run): report its validation loss.
-        val_loss = validate(&model, state.step);
+        if let Some((v, extra)) = validate(&model, objective, state.step) {
+            val_loss = Some(v);
+            val_extra = extra;
+        }
     }
     let model_dir = run.join("model");
     progress(Event::Message(format!(
@@ -520,6 +694,7 @@ pub fn train(
         steps: state.step,
         final_loss,
         val_loss,
+        val_extra,
         best_loss: data.best_loss,
         tokens_per_s: state.tokens as f64 / total_s.max(1e-9),
         params: n_params,
