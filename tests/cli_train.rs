@@ -3,24 +3,15 @@
 //! reproduces an uninterrupted run, and bad input is refused before anything is written.
 
 mod common;
+mod served;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::{fixture, s, tern};
-use tern_infer::{KvCache, KvDtype, LoadOptions, Logits, Model};
-use tern_pack::checkpoint::packed::PackedCheckpoint;
-use tern_pack::spec::{HfConfig, ModelSpec};
-use tern_train::export::read_latent;
 use tern_train::metrics::{Record, read};
-use tern_train::model::{QuantMode, Transformer};
 
-/// `tern infer`'s logits against the Burn model's quantized forward, relative to the largest
-/// logit. The arithmetic is the same; the sums run in different orders, and an activation
-/// that lands within an ulp of an int8 rounding boundary can round the other way.
-const TRAIN_INFER_REL_BUDGET: f32 = 2e-3;
 /// Resumed losses against the uninterrupted run (the bound).
 const RESUME_LOSS_BUDGET: f64 = 1e-5;
 
@@ -63,28 +54,6 @@ fn run_ok(args: &[String]) {
     );
 }
 
-fn burn_logits(model: &Transformer, tokens: &[u32], device: &Device) -> Vec<f32> {
-    let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
-    let t = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, tokens.len()]), device);
-    let logits = model.forward(t, QuantMode::ON);
-    tern_train::params::to_host(logits).data
-}
-
-fn argmax(v: &[f32]) -> u32 {
-    v.iter()
-        .enumerate()
-        .fold(
-            (0, f32::NEG_INFINITY),
-            |b, (i, &x)| if x > b.1 { (i, x) } else { b },
-        )
-        .0 as u32
-}
-
-fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
-    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
-}
-
 /// Trains `model_config` briefly, packs it at both widths and checks logits and 16 greedy
 /// tokens of `tern_infer` against the Burn model rebuilt from the exported checkpoint.
 fn check_train_infer(model_config: &str) {
@@ -105,46 +74,10 @@ fn check_train_infer(model_config: &str) {
     );
     run_ok(&args);
 
-    let config = HfConfig::load(&run.join("model/config.json")).unwrap();
-    let spec = ModelSpec::from_config(&config).unwrap();
-    let device = Device::flex();
-    let tensors = read_latent(&run.join("model"), &spec).unwrap();
-    let model = Transformer::init(&spec, 0, 0.02, &device);
-    let model = tern_train::params::load(model, &tensors, "model").unwrap();
-
     let tok = tokenizers::Tokenizer::from_file(run.join("tokenizer.json")).unwrap();
     let text = std::fs::read_to_string(&corpus).unwrap();
     let prompt: Vec<u32> = tok.encode(&text[..80], false).unwrap().get_ids()[..12].to_vec();
-    let want = burn_logits(&model, &prompt, &device);
-
-    let mut burn_greedy = prompt.clone();
-    for _ in 0..16 {
-        let l = burn_logits(&model, &burn_greedy, &device);
-        let last = &l[l.len() - spec.vocab_size..];
-        burn_greedy.push(argmax(last));
-    }
-    for bits in ["2", "1.6"] {
-        let ckpt = PackedCheckpoint::open(&run.join(format!("model-{bits}bit"))).unwrap();
-        let engine = Model::from_packed(&ckpt, LoadOptions::default()).unwrap();
-        let mut cache = KvCache::new(&engine.spec, prompt.len() + 16, KvDtype::F32);
-        let got = engine.forward(&prompt, &mut cache, Logits::All).unwrap();
-        let d = max_rel_diff(&got, &want);
-        assert!(
-            d <= TRAIN_INFER_REL_BUDGET,
-            "{model_config} at {bits} bits: logits differ by {d:e} of the largest"
-        );
-        let mut ids = prompt.clone();
-        let mut last = got[got.len() - spec.vocab_size..].to_vec();
-        for _ in 0..16 {
-            let next = argmax(&last);
-            ids.push(next);
-            last = engine.forward(&[next], &mut cache, Logits::Last).unwrap();
-        }
-        assert_eq!(
-            ids, burn_greedy,
-            "{model_config} at {bits} bits: greedy tokens"
-        );
-    }
+    served::check_served(&run, &["2", "1.6"], &prompt, model_config);
 }
 
 #[test]

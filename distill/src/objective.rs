@@ -166,25 +166,28 @@ impl Objective for Distill {
         let d = &self.cfg.distill;
         let device = model.model.embed_tokens.weight.device();
         let student = model.forward_with(batch.tokens(&device), q, self.taps(true));
-        let teacher = self
-            .teacher
-            .forward(batch.tokens(&self.device), self.taps(false));
         let [b, t] = batch.shape;
         let mut terms: Vec<(&str, f64, Tensor<1>)> = Vec::new();
         if d.ce_weight > 0.0 {
             let ce = cross_entropy(student.logits.clone(), batch.target_ids(&device));
             terms.push(("ce", d.ce_weight, ce));
         }
-        if d.kl_weight > 0.0 {
-            let kl = kl_div(student.logits, teacher.logits, d.temperature);
-            terms.push(("kl", d.kl_weight, kl));
-        }
-        if let (Some(s), Some(tq)) = (&student.qkv, &teacher.qkv) {
-            let rel = relation_kl(s, tq, b, t, d.relation_heads);
-            terms.push(("rel", d.relation_weight, rel));
-        }
-        if let (Some(s), Some(th)) = (student.hidden, teacher.hidden) {
-            terms.push(("mse", d.hidden_weight, hidden_mse(s, th)));
+        // Cross-entropy alone (QAT from the teacher's weights) needs no teacher forward.
+        if d.kl_weight > 0.0 || d.relation_weight > 0.0 || d.hidden_weight > 0.0 {
+            let teacher = self
+                .teacher
+                .forward(batch.tokens(&self.device), self.taps(false));
+            if d.kl_weight > 0.0 {
+                let kl = kl_div(student.logits, teacher.logits, d.temperature);
+                terms.push(("kl", d.kl_weight, kl));
+            }
+            if let (Some(s), Some(tq)) = (&student.qkv, &teacher.qkv) {
+                let rel = relation_kl(s, tq, b, t, d.relation_heads);
+                terms.push(("rel", d.relation_weight, rel));
+            }
+            if let (Some(s), Some(th)) = (student.hidden, teacher.hidden) {
+                terms.push(("mse", d.hidden_weight, hidden_mse(s, th)));
+            }
         }
         let mut parts = Vec::with_capacity(terms.len());
         let mut total: Option<Tensor<1>> = None;

@@ -6,7 +6,9 @@
 //! * [`data`]: corpora (text, directories, JSONL), a byte-level BPE learned from the corpus,
 //!   packing into sequences, resumable batches, and the synthetic corpus of `tern data synth`;
 //! * [`optim`]: AdamW, schedules, clipping; [`run`]: the loop with evaluation, [`metrics`],
-//!   [`checkpoint`]s and resume; [`export`]: the latent checkpoint `tern pack` reads.
+//!   [`checkpoint`]s and resume, minimizing a [`run::Objective`] (next-token cross-entropy for
+//!   `tern train`, a teacher's terms added by `tern-distill`); [`export`]: the latent
+//!   checkpoint `tern pack` reads.
 
 pub mod checkpoint;
 pub mod config;
