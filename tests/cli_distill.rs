@@ -114,7 +114,10 @@ fn tern_teacher_distils_into_a_served_student_and_resumes() {
         })
         .collect();
     assert_eq!(evals.len(), 2, "{records:?}");
-    assert!(evals.iter().all(|k| k.is_finite() && *k >= 0.0), "{evals:?}");
+    assert!(
+        evals.iter().all(|k| k.is_finite() && *k >= 0.0),
+        "{evals:?}"
+    );
 
     // The student is exported, packed and served like a trained model.
     served::check_served(&run, &["2", "1.6"], &prompt(&run, &corpus), "distilled");
@@ -167,7 +170,10 @@ fn teachers_that_do_not_fit_the_student_are_refused() {
     let teacher = fixture("qwen2-f32");
     let run = tmp.path().join("run");
     let base = distill_args(&teacher, &corpus, &run);
-    let student = format!("student.config=\"{}\"", s(&fixture("train/tiny-model.toml")));
+    let student = format!(
+        "student.config=\"{}\"",
+        s(&fixture("train/tiny-model.toml"))
+    );
     let other_tok = format!(
         "data.tokenizer=\"{}\"",
         s(&tmp.path().join("other-tokenizer.json"))
@@ -184,7 +190,10 @@ fn teachers_that_do_not_fit_the_student_are_refused() {
     ]);
     let cases: [(&[&str], &str); 4] = [
         // tiny-model has vocab 512; the teacher 320.
-        (&["--set", &student], "vocab_size 320 but the student has 512"),
+        (
+            &["--set", &student],
+            "vocab_size 320 but the student has 512",
+        ),
         (&["--set", &other_tok], "differs from the teacher's"),
         (
             &["--set", "distill.relation_heads=3"],
