@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Same student shape, corpus, token budget and seed: ternary QAT from scratch, QAT started
-# from the teacher's weights, logits distillation, and logits + relation distillation, all
+# Same student shape, corpus, token budget and seed: ternary QAT and logits distillation from
+# scratch, QAT started from the teacher's weights, logits distillation, and logits + relation
+# distillation (both from the teacher's weights), all
 # through `tern distill` (with the KL weight at 0 for the two QAT rows) so that every row
 # reports its validation loss and its KL to the teacher on the same held-out sequences.
 # The teacher is the full-precision quickstart model trained by `tern train` on four times the
@@ -23,6 +24,8 @@ common=(--config configs/distill/quickstart.toml --teacher "$work/teacher/model"
         --corpus "$work/corpus.txt" --steps "$steps" --set run.pack=[] --force)
 tern distill "${common[@]}" --out "$work/qat-scratch" --set student.init=scratch \
   --set distill.kl_weight=0 --set distill.relation_weight=0
+tern distill "${common[@]}" --out "$work/logits-scratch" --set student.init=scratch \
+  --set distill.relation_weight=0
 tern distill "${common[@]}" --out "$work/qat-teacher" \
   --set distill.kl_weight=0 --set distill.relation_weight=0
 tern distill "${common[@]}" --out "$work/logits" --set distill.relation_weight=0
@@ -34,7 +37,9 @@ def last(run, kind):
     rows = [json.loads(l) for l in open(f"{work}/{run}/metrics.jsonl")]
     return [r for r in rows if r["kind"] == kind][-1]
 teacher = last("teacher", "eval")["val_loss"]
-runs = [("qat-scratch", "ternary QAT from scratch"), ("qat-teacher", "QAT from the teacher"),
+runs = [("qat-scratch", "ternary QAT from scratch"),
+        ("logits-scratch", "logits distillation from scratch"),
+        ("qat-teacher", "QAT from the teacher"),
         ("logits", "logits distillation"), ("logits-relation", "logits + relation")]
 base = last("qat-scratch", "eval")["val_loss"]
 print(f"teacher (full precision) validation loss {teacher:.4f}")

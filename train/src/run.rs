@@ -132,9 +132,9 @@ pub trait Objective {
     /// The training mode, for the opening message.
     fn describe(&self, quantize: bool) -> String {
         if quantize {
-            "ternary QAT".into()
+            "ternary QAT mode".into()
         } else {
-            "full-precision".into()
+            "full-precision mode".into()
         }
     }
 }
@@ -492,7 +492,7 @@ pub fn train_with(
     }
     let n_params = model.num_params();
     progress(Event::Message(format!(
-        "{} parameters, {} training / {} validation sequences of {} tokens, {} mode, device {}",
+        "{} parameters, {} training / {} validation sequences of {} tokens, {}, device {}",
         n_params,
         data.train.sequences.len(),
         data.val.sequences.len(),
