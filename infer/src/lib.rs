@@ -7,11 +7,14 @@
 //! * [`load`]: models from packed checkpoints (zero-copy memory map) or float weights.
 //! * [`generate`], [`sample`]: tokenizer, prefill + decode loop, sampling, stop tokens.
 //! * [`bench`]: throughput, memory and roofline measurements for `tern bench`.
+//! * `gpu` (feature `gpu`): WGSL kernels on packed ternary matrices through wgpu.
 
 pub mod attention;
 pub mod bench;
 pub mod error;
 pub mod generate;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod kernels;
 pub mod linear;
 pub mod load;

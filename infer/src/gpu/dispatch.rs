@@ -1,0 +1,249 @@
+//! The machinery under [`super::GpuTernaryMatrix`]: compiled pipelines, reused per-call buffers,
+//! one dispatch and its read-back.
+
+use tern_pack::codec::Codec;
+
+use super::{GpuError, Inner, Result, scoped};
+
+const COMMON_WGSL: &str = include_str!("common.wgsl");
+const F32_WGSL: &str = include_str!("ternary_f32.wgsl");
+const I8_WGSL: &str = include_str!("ternary_i8.wgsl");
+
+/// The uniform `Params` of `common.wgsl`, field by field (see there).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Params {
+    pub rows: u32,
+    pub row_words: u32,
+    pub full_words: u32,
+    pub tail_words: u32,
+    pub n: u32,
+    pub rows_per_scale: u32,
+    pub groups_x: u32,
+    pub dequantize: u32,
+}
+const PARAMS_BYTES: u64 = 32;
+
+impl Params {
+    fn words(self) -> [u32; 8] {
+        [
+            self.rows,
+            self.row_words,
+            self.full_words,
+            self.tail_words,
+            self.n,
+            self.rows_per_scale,
+            self.groups_x,
+            self.dequantize,
+        ]
+    }
+}
+
+/// Which kernel a call runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kernel {
+    /// `ternary_f32.wgsl`: bindings weights, scales, xs, out, params.
+    Float,
+    /// `ternary_i8.wgsl`: bindings weights, scales, codes, tokens, out, params.
+    Int8,
+}
+
+/// The four compiled pipelines: {2-bit, 1.6-bit} × {f32, int8}.
+pub(crate) struct Kernels {
+    f32: [wgpu::ComputePipeline; 2],
+    i8: [wgpu::ComputePipeline; 2],
+}
+
+impl Kernels {
+    pub fn new(device: &wgpu::Device) -> Kernels {
+        let module = |label: &str, body: &str| {
+            device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(label),
+                source: wgpu::ShaderSource::Wgsl(format!("{COMMON_WGSL}\n{body}").into()),
+            })
+        };
+        let (f32_module, i8_module) = (
+            module("tern ternary x f32", F32_WGSL),
+            module("tern ternary x i8", I8_WGSL),
+        );
+        let pipeline = |module: &wgpu::ShaderModule, codec: Codec| {
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(codec.name()),
+                layout: None,
+                module,
+                entry_point: Some("main"),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &[("TRITS", codec.trits_per_byte() as f64)],
+                    // Every workgroup word is written before it is read.
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            })
+        };
+        Kernels {
+            f32: Codec::ALL.map(|c| pipeline(&f32_module, c)),
+            i8: Codec::ALL.map(|c| pipeline(&i8_module, c)),
+        }
+    }
+
+    fn get(&self, kernel: Kernel, codec: Codec) -> &wgpu::ComputePipeline {
+        let c = match codec {
+            Codec::Bits2 => 0,
+            Codec::Bits1_6 => 1,
+        };
+        match kernel {
+            Kernel::Float => &self.f32[c],
+            Kernel::Int8 => &self.i8[c],
+        }
+    }
+}
+
+/// Per-call buffers, reused while large enough.
+pub(crate) struct Scratch {
+    params: wgpu::Buffer,
+    xs: Option<wgpu::Buffer>,
+    tokens: Option<wgpu::Buffer>,
+    out: Option<wgpu::Buffer>,
+    readback: Option<wgpu::Buffer>,
+}
+
+impl Scratch {
+    pub fn new(device: &wgpu::Device) -> Scratch {
+        Scratch {
+            params: device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("tern params"),
+                size: PARAMS_BYTES,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+            xs: None,
+            tokens: None,
+            out: None,
+            readback: None,
+        }
+    }
+}
+
+/// The buffer in `slot`, replaced by one of `size` bytes if it is smaller.
+fn grow(
+    device: &wgpu::Device,
+    slot: &mut Option<wgpu::Buffer>,
+    size: u64,
+    usage: wgpu::BufferUsages,
+    label: &str,
+) -> wgpu::Buffer {
+    match slot {
+        Some(b) if b.size() >= size => b.clone(),
+        _ => {
+            let b = device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size,
+                usage,
+                mapped_at_creation: false,
+            });
+            *slot = Some(b.clone());
+            b
+        }
+    }
+}
+
+/// One call: the matrix's resident buffers and the per-call inputs, already checked against the
+/// device limits by the caller.
+pub(crate) struct Call<'a> {
+    /// Names the call in errors.
+    pub what: &'a str,
+    pub kernel: Kernel,
+    pub codec: Codec,
+    /// Packed weights and scales.
+    pub weights: &'a wgpu::Buffer,
+    pub scales: &'a wgpu::Buffer,
+    /// Activations (f32 or int8) in slot order, a multiple of 4 bytes.
+    pub xs: &'a [u8],
+    /// Int8 only: `(x_scale bits, code sum)` per token.
+    pub tokens: &'a [u32],
+    pub params: Params,
+    /// Workgroups along x, y, z.
+    pub grid: [u32; 3],
+    /// Bytes of the output, `[n, rows]` words.
+    pub out_bytes: u64,
+}
+
+/// Writes the call's inputs, dispatches once, and reads the output back.
+pub(crate) fn dispatch(inner: &Inner, call: Call<'_>) -> Result<Vec<u32>> {
+    let device = &inner.device;
+    if let Some(e) = inner.uncaptured.lock().ok().and_then(|mut e| e.take()) {
+        return Err(GpuError::device(call.what, format!("earlier error: {e}")));
+    }
+    let mut scratch = inner
+        .scratch
+        .lock()
+        .map_err(|_| GpuError::device(call.what, "a previous call panicked"))?;
+    let s = &mut *scratch;
+    use wgpu::BufferUsages as U;
+    let read = scoped(device, call.what, || {
+        let q = &inner.queue;
+        let input = U::STORAGE | U::COPY_DST;
+        let xs = grow(device, &mut s.xs, call.xs.len() as u64, input, "tern xs");
+        q.write_buffer(&xs, 0, call.xs);
+        q.write_buffer(&s.params, 0, bytemuck::cast_slice(&call.params.words()));
+        let mut bound = vec![call.weights.clone(), call.scales.clone(), xs];
+        if call.kernel == Kernel::Int8 {
+            let bytes = (call.tokens.len() * 4) as u64;
+            let tokens = grow(device, &mut s.tokens, bytes, input, "tern tokens");
+            q.write_buffer(&tokens, 0, bytemuck::cast_slice(call.tokens));
+            bound.push(tokens);
+        }
+        let (size, output) = (call.out_bytes, U::STORAGE | U::COPY_SRC);
+        let out = grow(device, &mut s.out, size, output, "tern out");
+        let readback = U::MAP_READ | U::COPY_DST;
+        let readback = grow(device, &mut s.readback, size, readback, "tern readback");
+        bound.extend([out.clone(), s.params.clone()]);
+
+        let pipeline = inner.kernels.get(call.kernel, call.codec);
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = bound
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
+            .collect();
+        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(call.what),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        let mut enc = device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            pass.set_pipeline(pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            let [x, y, z] = call.grid;
+            pass.dispatch_workgroups(x, y, z);
+        }
+        enc.copy_buffer_to_buffer(&out, 0, &readback, 0, size);
+        q.submit([enc.finish()]);
+        read_back(device, &readback, size)
+    })?;
+    read.map_err(|e| GpuError::device(call.what, e))
+}
+
+/// Maps the first `bytes` of `buffer` once the queue is idle, and copies them out.
+fn read_back(device: &wgpu::Device, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u32>, String> {
+    let slice = buffer.slice(..bytes);
+    let (tx, rx) = std::sync::mpsc::channel();
+    slice.map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    device
+        .poll(wgpu::PollType::wait_indefinitely())
+        .map_err(|e| e.to_string())?;
+    rx.recv()
+        .map_err(|_| "the mapping callback never ran".to_string())?
+        .map_err(|e| e.to_string())?;
+    let words = {
+        let view = slice.get_mapped_range().map_err(|e| e.to_string())?;
+        bytemuck::pod_collect_to_vec::<u8, u32>(&view)
+    };
+    buffer.unmap();
+    Ok(words)
+}
