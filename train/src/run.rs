@@ -314,6 +314,14 @@ fn ids1(v: &[u32], device: &Device) -> Tensor<1, Int> {
     Tensor::from_data(TensorData::new(data, [v.len()]), device)
 }
 
+/// Adds `v` to the entry `name` of `sums` (appended when new, so the order is first seen).
+fn add_named(sums: &mut Vec<(String, f64)>, name: String, v: f64) {
+    match sums.iter_mut().find(|(k, _)| *k == name) {
+        Some((_, acc)) => *acc += v,
+        None => sums.push((name, v)),
+    }
+}
+
 /// Mean loss of `model` over (at most `max_batches` of) `data`.
 pub fn evaluate(
     model: &Transformer,
@@ -362,10 +370,7 @@ pub fn evaluate_with(
         };
         let logits = model.forward(batch.tokens(device), q);
         for (name, v) in objective.eval_metrics(logits.clone(), &batch) {
-            match extra.iter_mut().find(|(k, _)| *k == name) {
-                Some((_, acc)) => *acc += v * b as f64,
-                None => extra.push((name, v * b as f64)),
-            }
+            add_named(&mut extra, name, v * b as f64);
         }
         let loss = cross_entropy(logits, batch.target_ids(device)).into_scalar::<f32>() as f64;
         sum += loss * b as f64;
@@ -562,10 +567,7 @@ pub fn train_with(
             };
             let (loss, parts) = objective.loss(&model, &batch, q);
             for (name, v) in parts {
-                match parts_sum.iter_mut().find(|(k, _)| *k == name) {
-                    Some((_, acc)) => *acc += v / t.grad_accum as f64,
-                    None => parts_sum.push((name, v / t.grad_accum as f64)),
-                }
+                add_named(&mut parts_sum, name, v / t.grad_accum as f64);
             }
             let value = loss.clone().into_scalar::<f32>();
             if !value.is_finite() {
