@@ -3,8 +3,12 @@
 //! shapes × 1, 3 and 9 tokens (9 crosses a token tile) × per-tensor and per-shard scales.
 //!
 //! Needs a GPU adapter: on Linux, any Vulkan driver (lavapipe from `mesa-vulkan-drivers` is a
-//! software one). Run with `cargo test -p tern-infer --features gpu --test gpu_kernels`.
-#![cfg(feature = "gpu")]
+//! software one). Run with `cargo test --release --features wgpu --test gpu_kernels`.
+//!
+//! It lives in the root package, behind the root `wgpu` feature (which turns on
+//! `tern-infer/gpu`), so that CI's one release build with `--features wgpu` serves this test,
+//! the GPU training test and the demos.
+#![cfg(feature = "wgpu")]
 
 use std::sync::OnceLock;
 
