@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Args;
 use tern_distill::config::DistillConfig;
 
-use super::train::{Reporter, print_summary, toml_str};
+use super::train::{Overrides, Reporter, print_summary, toml_str};
 
 #[derive(Debug, Args)]
 pub struct DistillArgs {
@@ -45,23 +45,14 @@ pub struct DistillArgs {
 impl DistillArgs {
     /// The config with every flag applied as an override.
     pub fn config(&self) -> anyhow::Result<DistillConfig> {
-        let mut o = self.set.clone();
-        let mut add = |k: &str, v: Option<String>| {
-            if let Some(v) = v {
-                o.push(format!("{k}={v}"));
-            }
-        };
-        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| toml_str(&p.display().to_string()));
-        add("teacher.dir", path(&self.teacher));
-        add("data.corpus", path(&self.corpus));
-        add("train.steps", self.steps.map(|v| v.to_string()));
-        add("run.device", self.device.as_deref().map(toml_str));
-        add("run.dir", path(&self.out));
-        if !self.pack.is_empty() {
-            let list: Vec<String> = self.pack.iter().map(|b| toml_str(b)).collect();
-            add("run.pack", Some(format!("[{}]", list.join(", "))));
-        }
-        DistillConfig::load(&self.config, &o)
+        let mut o = Overrides::new(&self.set);
+        o.path("teacher.dir", &self.teacher);
+        o.path("data.corpus", &self.corpus);
+        o.value("train.steps", self.steps);
+        o.add("run.device", self.device.as_deref().map(toml_str));
+        o.path("run.dir", &self.out);
+        o.list("run.pack", &self.pack);
+        DistillConfig::load(&self.config, &o.0)
             .with_context(|| format!("reading {}", self.config.display()))
     }
 }

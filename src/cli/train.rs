@@ -68,36 +68,61 @@ pub struct TrainArgs {
 impl TrainArgs {
     /// The config with every flag applied as an override.
     pub fn config(&self) -> anyhow::Result<TrainConfig> {
-        let mut o = self.set.clone();
-        let mut add = |k: &str, v: Option<String>| {
-            if let Some(v) = v {
-                o.push(format!("{k}={v}"));
-            }
-        };
-        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| toml_str(&p.display().to_string()));
-        add("train.steps", self.steps.map(|v| v.to_string()));
-        add("train.lr", self.lr.map(|v| format!("{v:e}")));
-        add("train.batch_size", self.batch_size.map(|v| v.to_string()));
-        add("train.seed", self.seed.map(|v| v.to_string()));
-        add("data.seq_len", self.seq_len.map(|v| v.to_string()));
-        add("data.corpus", path(&self.corpus));
-        add("data.tokenizer", path(&self.tokenizer));
-        add("run.device", self.device.as_deref().map(toml_str));
-        add("run.dir", path(&self.out));
-        add("model.init_from", path(&self.init_from));
-        add(
-            "model.quant_warmup_steps",
-            self.quant_warmup_steps.map(|v| v.to_string()),
-        );
+        let mut o = Overrides::new(&self.set);
+        o.value("train.steps", self.steps);
+        o.add("train.lr", self.lr.map(|v| format!("{v:e}")));
+        o.value("train.batch_size", self.batch_size);
+        o.value("train.seed", self.seed);
+        o.value("data.seq_len", self.seq_len);
+        o.path("data.corpus", &self.corpus);
+        o.path("data.tokenizer", &self.tokenizer);
+        o.add("run.device", self.device.as_deref().map(toml_str));
+        o.path("run.dir", &self.out);
+        o.path("model.init_from", &self.init_from);
+        o.value("model.quant_warmup_steps", self.quant_warmup_steps);
         if self.full_precision {
-            add("model.quantize", Some("false".into()));
+            o.add("model.quantize", Some("false".into()));
         }
-        if !self.pack.is_empty() {
-            let list: Vec<String> = self.pack.iter().map(|b| toml_str(b)).collect();
-            add("run.pack", Some(format!("[{}]", list.join(", "))));
-        }
-        TrainConfig::load(&self.config, &o)
+        o.list("run.pack", &self.pack);
+        TrainConfig::load(&self.config, &o.0)
             .with_context(|| format!("reading {}", self.config.display()))
+    }
+}
+
+/// `--set SECTION.FIELD=VALUE` overrides: the user's, then one per flag given.
+pub struct Overrides(pub Vec<String>);
+
+impl Overrides {
+    pub fn new(set: &[String]) -> Overrides {
+        Overrides(set.to_vec())
+    }
+
+    /// `key=value` (a TOML value) when the flag was given.
+    pub fn add(&mut self, key: &str, value: Option<String>) {
+        if let Some(v) = value {
+            self.0.push(format!("{key}={v}"));
+        }
+    }
+
+    /// A number or other value written as it displays.
+    pub fn value<T: std::fmt::Display>(&mut self, key: &str, value: Option<T>) {
+        self.add(key, value.map(|v| v.to_string()));
+    }
+
+    /// A path, as a TOML string.
+    pub fn path(&mut self, key: &str, path: &Option<PathBuf>) {
+        self.add(
+            key,
+            path.as_ref().map(|p| toml_str(&p.display().to_string())),
+        );
+    }
+
+    /// A list of strings, when not empty.
+    pub fn list(&mut self, key: &str, items: &[String]) {
+        if !items.is_empty() {
+            let list: Vec<String> = items.iter().map(|b| toml_str(b)).collect();
+            self.add(key, Some(format!("[{}]", list.join(", "))));
+        }
     }
 }
 
