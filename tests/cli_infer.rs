@@ -261,3 +261,22 @@ fn bench_of_a_config_compares_with_f32() {
     assert!(j["decode_speedup_vs_f32"].as_f64().unwrap() > 0.0);
     assert!(j["memory_ratio_f32_over_ours"].as_f64().unwrap() > 0.0);
 }
+
+#[cfg(not(feature = "wgpu"))]
+#[test]
+fn gpu_device_without_the_gpu_build_says_how_to_get_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = packed(dir.path(), "2");
+    let o = tern(&[
+        "infer",
+        "--model",
+        s(&m),
+        "--prompt",
+        "hi",
+        "--device",
+        "gpu",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--features wgpu"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+}

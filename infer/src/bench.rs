@@ -19,6 +19,10 @@ pub struct BenchReport {
     /// What was run (a path or a config name) and its weight format.
     pub model: String,
     pub format: String,
+    /// `cpu`, or the GPU adapter (name, backend, type).
+    #[serde(default = "cpu")]
+    pub device: String,
+    /// CPU kernels (`gpu` on the GPU path).
     pub isa: String,
     pub threads: usize,
     pub prompt_tokens: usize,
@@ -32,18 +36,23 @@ pub struct BenchReport {
     pub file_bytes: u64,
     /// Bytes of the KV cache at the end of the run.
     pub kv_cache_bytes: u64,
+    /// GPU path: bytes of device memory allocated (weights, KV cache, activations).
+    #[serde(default)]
+    pub gpu_memory_bytes: Option<u64>,
     /// Bytes of weights read per decoded token (all linear layers plus the head).
     pub weight_bytes_per_token: u64,
     /// `weight_bytes_per_token · decode_tok_s`.
     pub effective_gb_s: f64,
-    /// Read bandwidth measured on this machine with the same thread count.
+    /// Read bandwidth measured on this machine with the same thread count (GPU path: the
+    /// device's copy bandwidth, bytes read plus bytes written per second).
     pub measured_bandwidth_gb_s: f64,
     /// Decode speed over the roofline `measured_bandwidth / weight_bytes_per_token`.
     pub roofline_fraction: f64,
     /// Multiply-accumulates of the linear layers per token.
     pub linear_macs_per_token: u64,
-    /// The int8 dot-product peak of the threads used, measured (multiply-accumulates/s).
-    pub int8_peak_gmacs: f64,
+    /// The int8 dot-product peak of the threads used, measured (G multiply-accumulates/s; CPU
+    /// path only).
+    pub int8_peak_gmacs: Option<f64>,
     /// Prefill MACs/s of the linear layers over `int8_peak_gmacs` (ternary int8 models only).
     pub prefill_int8_peak_fraction: Option<f64>,
 }
@@ -69,6 +78,10 @@ impl Default for BenchOptions {
             kv: KvDtype::F16,
         }
     }
+}
+
+fn cpu() -> String {
+    "cpu".to_string()
 }
 
 /// Peak resident set size of this process (Linux `VmHWM`), in bytes.
@@ -126,6 +139,23 @@ pub fn measure_int8_peak(isa: Isa) -> f64 {
         .sum()
 }
 
+/// Checks `-p` and `-n` against a context and draws the random prompt.
+fn bench_prompt(opts: &BenchOptions, context: usize, vocab: usize) -> Result<Vec<u32>> {
+    let (p, n) = (opts.prompt_tokens, opts.gen_tokens);
+    if p == 0 || n == 0 {
+        return Err(Error::Usage("-p and -n must be at least 1".into()));
+    }
+    if p + n > context {
+        return Err(Error::Usage(format!(
+            "-p {p} plus -n {n} exceed the model's context of {context}"
+        )));
+    }
+    let mut rng = SplitMix64::new(opts.seed);
+    Ok((0..p)
+        .map(|_| (rng.next_u64() % vocab as u64) as u32)
+        .collect())
+}
+
 /// Runs a prefill of `opts.prompt_tokens` random tokens and `opts.gen_tokens` greedy decode
 /// steps on the current rayon pool, after a short warm-up that faults the weights in.
 pub fn run(
@@ -136,18 +166,7 @@ pub fn run(
     opts: &BenchOptions,
 ) -> Result<BenchReport> {
     let (p, n) = (opts.prompt_tokens, opts.gen_tokens);
-    if p == 0 || n == 0 {
-        return Err(Error::Usage("-p and -n must be at least 1".into()));
-    }
-    if p + n > model.max_context() {
-        return Err(Error::Usage(format!(
-            "-p {p} plus -n {n} exceed the model's context of {}",
-            model.max_context()
-        )));
-    }
-    let mut rng = SplitMix64::new(opts.seed);
-    let vocab = model.spec.vocab_size as u64;
-    let prompt: Vec<u32> = (0..p).map(|_| (rng.next_u64() % vocab) as u32).collect();
+    let prompt = bench_prompt(opts, model.max_context(), model.spec.vocab_size)?;
 
     // Warm-up: fault in every page of the weights and the first caches.
     let mut cache = KvCache::new(&model.spec, p + n, opts.kv);
@@ -182,6 +201,7 @@ pub fn run(
     Ok(BenchReport {
         model: name.to_string(),
         format: format.to_string(),
+        device: cpu(),
         isa: model.isa.name().to_string(),
         threads: rayon::current_num_threads(),
         prompt_tokens: p,
@@ -192,12 +212,81 @@ pub fn run(
         peak_rss_bytes: peak_rss,
         file_bytes,
         kv_cache_bytes: cache.bytes(&model.spec) as u64,
+        gpu_memory_bytes: None,
         weight_bytes_per_token: bytes_per_token,
         effective_gb_s: effective,
         measured_bandwidth_gb_s: bandwidth,
         roofline_fraction: effective / bandwidth,
         linear_macs_per_token: macs,
-        int8_peak_gmacs: peak / 1e9,
+        int8_peak_gmacs: Some(peak / 1e9),
         prefill_int8_peak_fraction: int8_model.then(|| macs as f64 * prefill_tok_s / peak),
+    })
+}
+
+/// [`run`] on the GPU path: the same prefill and greedy decode (argmax on the device, one
+/// submission and a 4-byte read-back per token), the device's memory, and the effective
+/// bandwidth over the device's measured copy bandwidth.
+#[cfg(feature = "gpu")]
+pub fn run_gpu(
+    gpu: &crate::gpu::GpuModel,
+    name: &str,
+    format: &str,
+    file_bytes: u64,
+    opts: &BenchOptions,
+) -> Result<BenchReport> {
+    use crate::gpu::{GpuSession, Output, Want};
+    let spec = gpu.spec();
+    let (p, n) = (opts.prompt_tokens, opts.gen_tokens);
+    let prompt = bench_prompt(opts, spec.max_position_embeddings, spec.vocab_size)?;
+    let token = |o: Output| match o {
+        Output::Token(t) => t,
+        Output::Logits(_) => unreachable!("a token was asked for"),
+    };
+    let mut s = GpuSession::new(gpu, p + n, false)?;
+    // Warm-up: first dispatches of every pipeline, driver-side allocations.
+    s.forward(&prompt[..p.min(8)], Want::Argmax)?;
+    s.forward(&prompt[..1], Want::Argmax)?;
+    s.clear();
+    let t0 = Instant::now();
+    let mut next = token(s.forward(&prompt, Want::Argmax)?);
+    let ttft = t0.elapsed();
+    let t1 = Instant::now();
+    for _ in 1..n {
+        next = token(s.forward(&[next], Want::Argmax)?);
+    }
+    let decode = t1.elapsed();
+    let decode_tok_s = if n > 1 {
+        (n - 1) as f64 / decode.as_secs_f64()
+    } else {
+        1.0 / ttft.as_secs_f64()
+    };
+    let prefill_tok_s = p as f64 / ttft.as_secs_f64();
+    let bytes_per_token = gpu.weight_bytes_per_token();
+    let bandwidth = gpu
+        .context()
+        .measure_copy_bandwidth(opts.bandwidth_bytes as u64)?;
+    let effective = bytes_per_token as f64 * decode_tok_s / 1e9;
+    Ok(BenchReport {
+        model: name.to_string(),
+        format: format.to_string(),
+        device: gpu.context().describe(),
+        isa: "gpu".to_string(),
+        threads: 1,
+        prompt_tokens: p,
+        generated_tokens: n,
+        prefill_tok_s,
+        decode_tok_s,
+        ttft_ms: ttft.as_secs_f64() * 1e3,
+        peak_rss_bytes: peak_rss_bytes(),
+        file_bytes,
+        kv_cache_bytes: s.kv_cache_bytes(),
+        gpu_memory_bytes: Some(gpu.resident_bytes() + s.session_bytes()),
+        weight_bytes_per_token: bytes_per_token,
+        effective_gb_s: effective,
+        measured_bandwidth_gb_s: bandwidth,
+        roofline_fraction: effective / bandwidth,
+        linear_macs_per_token: gpu.linear_macs_per_token(),
+        int8_peak_gmacs: None,
+        prefill_int8_peak_fraction: None,
     })
 }

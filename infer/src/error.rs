@@ -24,6 +24,10 @@ pub enum Error {
     /// Bad options (sampling parameters, thread counts, ...).
     #[error("{0}")]
     Usage(String),
+    /// The GPU path (feature `gpu`).
+    #[cfg(feature = "gpu")]
+    #[error(transparent)]
+    Gpu(#[from] crate::gpu::GpuError),
     /// A file or stream that could not be read or written.
     #[error("{path}: {err}")]
     Io {

@@ -4,12 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use tern_pack::spec::HfConfig;
+use tern_pack::spec::{HfConfig, ModelSpec};
 
 use crate::attention::{KvCache, KvDtype};
 use crate::error::{Error, Result};
 use crate::model::{Logits, Model};
-use crate::sample::{Sampler, SamplingParams};
+use crate::sample::{Sampler, SamplingParams, argmax};
 
 /// The model's tokenizer.
 pub struct TextTokenizer {
@@ -186,34 +186,89 @@ impl Generation {
     }
 }
 
+/// A model with the state of one generation (its KV cache): what [`generate_with`] drives. The
+/// CPU engine's is [`CpuDecoder`]; the GPU path's is `gpu::GpuSession`.
+pub trait Decoder {
+    /// The model's shape.
+    fn spec(&self) -> &ModelSpec;
+    /// Tokens the cache holds at most (prompt and generated).
+    fn capacity(&self) -> usize;
+    /// Tokens cached so far.
+    fn cached(&self) -> usize;
+    /// Runs `tokens` after the cached ones and returns the last one's logits (`[vocab]`).
+    fn last_logits(&mut self, tokens: &[u32]) -> Result<Vec<f32>>;
+    /// Runs `tokens` and returns the greedy next token (the first of equal maxima).
+    fn argmax(&mut self, tokens: &[u32]) -> Result<u32> {
+        Ok(argmax(&self.last_logits(tokens)?))
+    }
+}
+
+/// The CPU engine as a [`Decoder`].
+pub struct CpuDecoder<'m, 'a> {
+    pub model: &'m Model<'a>,
+    pub cache: KvCache,
+}
+
+impl<'m, 'a> CpuDecoder<'m, 'a> {
+    /// A decoder with room for `capacity` tokens in a KV cache of `kv` elements.
+    pub fn new(model: &'m Model<'a>, capacity: usize, kv: KvDtype) -> Self {
+        CpuDecoder {
+            model,
+            cache: KvCache::new(&model.spec, capacity, kv),
+        }
+    }
+}
+
+impl Decoder for CpuDecoder<'_, '_> {
+    fn spec(&self) -> &ModelSpec {
+        &self.model.spec
+    }
+    fn capacity(&self) -> usize {
+        self.cache.capacity()
+    }
+    fn cached(&self) -> usize {
+        self.cache.len()
+    }
+    fn last_logits(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        self.model.forward(tokens, &mut self.cache, Logits::Last)
+    }
+}
+
 /// Checks a prompt against the model before any work: non-empty, known ids, fits the context.
 pub fn check_prompt(model: &Model<'_>, prompt: &[u32]) -> Result<()> {
+    check_prompt_for(&model.spec, prompt)
+}
+
+/// [`check_prompt`] against a model's shape.
+pub fn check_prompt_for(spec: &ModelSpec, prompt: &[u32]) -> Result<()> {
     if prompt.is_empty() {
         return Err(Error::Prompt(
             "the prompt is empty (no tokens after tokenization)".into(),
         ));
     }
-    let ctx = model.max_context();
+    let ctx = spec.max_position_embeddings;
     if prompt.len() >= ctx {
         return Err(Error::Prompt(format!(
             "the prompt has {} tokens but the model's context (max_position_embeddings) is {ctx}: shorten it",
             prompt.len()
         )));
     }
-    if let Some(&bad) = prompt
-        .iter()
-        .find(|&&t| t as usize >= model.spec.vocab_size)
-    {
+    if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= spec.vocab_size) {
         return Err(Error::Prompt(format!(
             "token id {bad} is outside the model's vocabulary (size {})",
-            model.spec.vocab_size
+            spec.vocab_size
         )));
     }
     Ok(())
 }
 
-/// Prefills `prompt` as one batch, then decodes token by token, calling `on_token` for each new
-/// token as soon as it is chosen.
+/// Tokens a generation needs room for: the prompt and `max_tokens`, within the context.
+pub fn capacity_for(spec: &ModelSpec, prompt: usize, max_tokens: usize) -> usize {
+    (prompt + max_tokens).min(spec.max_position_embeddings)
+}
+
+/// Prefills `prompt` as one batch, then decodes token by token on the CPU engine, calling
+/// `on_token` for each new token as soon as it is chosen.
 pub fn generate(
     model: &Model<'_>,
     prompt: &[u32],
@@ -221,9 +276,22 @@ pub fn generate(
     on_token: &mut dyn FnMut(u32) -> Result<()>,
 ) -> Result<Generation> {
     check_prompt(model, prompt)?;
+    let capacity = capacity_for(&model.spec, prompt.len(), opts.max_tokens);
+    let mut dec = CpuDecoder::new(model, capacity, opts.kv);
+    generate_with(&mut dec, prompt, opts, on_token)
+}
+
+/// [`generate`] on any [`Decoder`] with an empty cache (`opts.kv` is the decoder's business).
+/// Greedy decoding without a repetition penalty asks the decoder for the token only.
+pub fn generate_with(
+    dec: &mut dyn Decoder,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    on_token: &mut dyn FnMut(u32) -> Result<()>,
+) -> Result<Generation> {
+    check_prompt_for(dec.spec(), prompt)?;
     let mut sampler = Sampler::new(opts.sampling)?;
-    let capacity = (prompt.len() + opts.max_tokens).min(model.max_context());
-    let mut cache = KvCache::new(&model.spec, capacity, opts.kv);
+    let capacity = dec.capacity();
     let mut history = prompt.to_vec();
     let mut tokens = Vec::new();
     let t0 = Instant::now();
@@ -231,12 +299,16 @@ pub fn generate(
     let mut stop = StopReason::MaxTokens;
     let mut next_input: Vec<u32> = prompt.to_vec();
     while tokens.len() < opts.max_tokens {
-        if cache.len() + next_input.len() > capacity {
+        if dec.cached() + next_input.len() > capacity {
             stop = StopReason::Context;
             break;
         }
-        let mut logits = model.forward(&next_input, &mut cache, Logits::Last)?;
-        let t = sampler.sample(&mut logits, &history);
+        let t = if sampler.is_argmax() {
+            dec.argmax(&next_input)?
+        } else {
+            let mut logits = dec.last_logits(&next_input)?;
+            sampler.sample(&mut logits, &history)
+        };
         if tokens.is_empty() {
             ttft = t0.elapsed();
         }

@@ -7,7 +7,8 @@
 //! * [`load`]: models from packed checkpoints (zero-copy memory map) or float weights.
 //! * [`generate`], [`sample`]: tokenizer, prefill + decode loop, sampling, stop tokens.
 //! * [`bench`]: throughput, memory and roofline measurements for `tern bench`.
-//! * `gpu` (feature `gpu`): WGSL kernels on packed ternary matrices through wgpu.
+//! * `gpu` (feature `gpu`): the whole forward pass on a GPU through wgpu: WGSL kernels on the
+//!   packed ternary matrices, attention with a GPU KV cache, one submission per token.
 
 pub mod attention;
 pub mod bench;

@@ -91,8 +91,17 @@ impl<'x> Input<'x> {
     }
 }
 
+/// The concrete form of a [`Linear`], for code that moves weights elsewhere (the GPU path).
+pub enum LinearView<'l, 'a> {
+    Ternary(&'l TernaryLinear<'a>),
+    Dense(&'l DenseLinear<'a>),
+    Q8(&'l Q8Linear),
+}
+
 /// A linear layer `[rows, cols]` in some weight format.
 pub trait Linear: Send + Sync {
+    /// The layer's concrete form.
+    fn view(&self) -> LinearView<'_, '_>;
     /// Output features.
     fn rows(&self) -> usize;
     /// Input features.
@@ -186,6 +195,9 @@ impl TernaryLinear<'_> {
 }
 
 impl Linear for TernaryLinear<'_> {
+    fn view(&self) -> LinearView<'_, '_> {
+        LinearView::Ternary(self)
+    }
     fn rows(&self) -> usize {
         self.rows
     }
@@ -301,6 +313,9 @@ pub struct DenseLinear<'a> {
 }
 
 impl Linear for DenseLinear<'_> {
+    fn view(&self) -> LinearView<'_, '_> {
+        LinearView::Dense(self)
+    }
     fn rows(&self) -> usize {
         self.rows
     }
@@ -366,6 +381,9 @@ impl Q8Linear {
 }
 
 impl Linear for Q8Linear {
+    fn view(&self) -> LinearView<'_, '_> {
+        LinearView::Q8(self)
+    }
     fn rows(&self) -> usize {
         self.rows
     }

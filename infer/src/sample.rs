@@ -65,6 +65,12 @@ impl Sampler {
         })
     }
 
+    /// Whether [`Self::sample`] is plain argmax (greedy, no repetition penalty), so a decoder
+    /// may pick the token itself without returning logits.
+    pub fn is_argmax(&self) -> bool {
+        self.params.temperature == 0.0 && self.params.repetition_penalty == 1.0
+    }
+
     /// The next token given `logits` (`[vocab]`, modified in place) and the tokens so far.
     pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
         let p = self.params;

@@ -11,7 +11,7 @@ use tern_pack::init::{RandomSource, init_checkpoint};
 use tern_pack::safetensors::Dtype;
 use tern_pack::spec::{HfConfig, ModelSpec, WeightKind};
 
-use super::serve::{EngineArgs, Opened};
+use super::serve::{Device, EngineArgs, Opened, gpu_model};
 
 /// Arguments of `tern bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -92,12 +92,12 @@ fn run_in_pool(a: BenchArgs, opts: tern_infer::LoadOptions) -> anyhow::Result<()
         };
         eprintln!("building random f32 weights in memory...");
         let model = Model::from_float(&spec, &source, std::path::Path::new(&name), opts)?;
-        run_bench(&model, &name, "f32", 0, &bench)?
+        measure(&a, &model, &name, "f32", 0, &bench)?
     } else if let Some(dir) = &a.model {
         let opened = Opened::open(dir)?;
         let model = opened.model(opts)?;
         let (format, bytes) = opened.describe();
-        run_bench(&model, &name, &format, bytes, &bench)?
+        measure(&a, &model, &name, &format, bytes, &bench)?
     } else {
         let config = config_of(&a)?;
         let tmp = tempfile::Builder::new()
@@ -119,7 +119,7 @@ fn run_in_pool(a: BenchArgs, opts: tern_infer::LoadOptions) -> anyhow::Result<()
         let opened = Opened::open(&dir)?;
         let model = opened.model(opts)?;
         let (format, bytes) = opened.describe();
-        run_bench(&model, &name, &format, bytes, &bench)?
+        measure(&a, &model, &name, &format, bytes, &bench)?
     };
     let twin = if a.compare_f32 {
         Some(run_f32_twin(&a)?)
@@ -156,6 +156,27 @@ fn run_in_pool(a: BenchArgs, opts: tern_infer::LoadOptions) -> anyhow::Result<()
     Ok(())
 }
 
+/// Benchmarks `model` on the device `--device` names.
+fn measure(
+    a: &BenchArgs,
+    model: &Model<'_>,
+    name: &str,
+    format: &str,
+    file_bytes: u64,
+    bench: &BenchOptions,
+) -> anyhow::Result<BenchReport> {
+    Ok(match a.engine.device {
+        Device::Cpu => run_bench(model, name, format, file_bytes, bench)?,
+        #[cfg(feature = "wgpu")]
+        Device::Gpu => {
+            let gpu = gpu_model(model)?;
+            tern_infer::bench::run_gpu(&gpu, name, format, file_bytes, bench)?
+        }
+        #[cfg(not(feature = "wgpu"))]
+        Device::Gpu => match gpu_model(model)? {},
+    })
+}
+
 /// Runs `tern bench --f32 --json` with the same shape and settings in a child process, so that
 /// its peak memory is its own.
 fn run_f32_twin(a: &BenchArgs) -> anyhow::Result<BenchReport> {
@@ -175,6 +196,9 @@ fn run_f32_twin(a: &BenchArgs) -> anyhow::Result<BenchReport> {
         &a.gen_tokens.to_string(),
     ]);
     cmd.args(["--seed", &a.seed.to_string(), "--isa", &a.engine.isa]);
+    if a.engine.device == Device::Gpu {
+        cmd.args(["--device", "gpu"]);
+    }
     if let Some(t) = a.engine.threads {
         cmd.args(["--threads", &t.to_string()]);
     }
@@ -193,10 +217,17 @@ fn gib(b: u64) -> String {
 }
 
 fn print_report(r: &BenchReport) {
-    println!(
-        "model              {} ({}, {} threads, {})",
-        r.model, r.format, r.threads, r.isa
-    );
+    if r.device == "cpu" {
+        println!(
+            "model              {} ({}, {} threads, {})",
+            r.model, r.format, r.threads, r.isa
+        );
+    } else {
+        println!(
+            "model              {} ({}, {})",
+            r.model, r.format, r.device
+        );
+    }
     println!(
         "prefill            {:.1} tok/s ({} tokens), time to first token {:.1} ms",
         r.prefill_tok_s, r.prompt_tokens, r.ttft_ms
@@ -211,16 +242,23 @@ fn print_report(r: &BenchReport) {
         r.effective_gb_s
     );
     println!(
-        "roofline           {:.1}% of the measured {:.2} GB/s read bandwidth",
+        "roofline           {:.1}% of the measured {:.2} GB/s {}",
         100.0 * r.roofline_fraction,
-        r.measured_bandwidth_gb_s
+        r.measured_bandwidth_gb_s,
+        if r.device == "cpu" {
+            "read bandwidth"
+        } else {
+            "device copy bandwidth (read + write)"
+        }
     );
-    if let Some(f) = r.prefill_int8_peak_fraction {
+    if let (Some(f), Some(peak)) = (r.prefill_int8_peak_fraction, r.int8_peak_gmacs) {
         println!(
-            "prefill compute    {:.1}% of the measured int8 peak ({:.1} GMAC/s)",
+            "prefill compute    {:.1}% of the measured int8 peak ({peak:.1} GMAC/s)",
             100.0 * f,
-            r.int8_peak_gmacs
         );
+    }
+    if let Some(g) = r.gpu_memory_bytes {
+        println!("GPU memory         {} allocated", gib(g));
     }
     println!(
         "memory             peak RSS {}, weights file {}, KV cache {}",

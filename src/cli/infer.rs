@@ -6,11 +6,12 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use tern_infer::KvDtype;
 use tern_infer::generate::{
-    GenerateOptions, StopReason, TextStream, TextTokenizer, generate, stop_tokens,
+    CpuDecoder, Decoder, GenerateOptions, StopReason, TextStream, TextTokenizer, capacity_for,
+    check_prompt, generate_with, stop_tokens,
 };
 use tern_infer::sample::SamplingParams;
 
-use super::serve::{EngineArgs, Opened};
+use super::serve::{Device, EngineArgs, Opened, gpu_model};
 
 /// Arguments of `tern infer`.
 #[derive(Debug, clap::Args)]
@@ -126,11 +127,31 @@ fn run_in_pool(a: InferArgs, opts: tern_infer::LoadOptions) -> anyhow::Result<()
         stop_tokens: stop,
         kv: a.kv,
     };
+    let capacity = capacity_for(&model.spec, ids.len(), gen_opts.max_tokens);
+    check_prompt(&model, &ids)?;
+    // The GPU model must outlive the session that borrows it.
+    #[cfg(feature = "wgpu")]
+    let (gpu, mut gpu_session);
+    let mut cpu_decoder;
+    let decoder: &mut dyn Decoder = match a.engine.device {
+        Device::Cpu => {
+            cpu_decoder = CpuDecoder::new(&model, capacity, gen_opts.kv);
+            &mut cpu_decoder
+        }
+        #[cfg(feature = "wgpu")]
+        Device::Gpu => {
+            gpu = gpu_model(&model)?;
+            gpu_session = tern_infer::gpu::GpuSession::new(&gpu, capacity, false)?;
+            &mut gpu_session
+        }
+        #[cfg(not(feature = "wgpu"))]
+        Device::Gpu => match gpu_model(&model)? {},
+    };
     let mut stream = TextStream::new(&tokenizer);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let print_ids = a.ids;
-    let result = generate(&model, &ids, &gen_opts, &mut |t| {
+    let result = generate_with(decoder, &ids, &gen_opts, &mut |t| {
         let write = if print_ids {
             writeln!(out, "{t}")
         } else {
@@ -163,7 +184,10 @@ fn run_in_pool(a: InferArgs, opts: tern_infer::LoadOptions) -> anyhow::Result<()
             result.prefill_tok_s(),
             result.decode_tok_s(),
             rayon::current_num_threads(),
-            model.isa.name(),
+            match a.engine.device {
+                Device::Cpu => model.isa.name(),
+                Device::Gpu => "gpu",
+            },
         );
     }
     Ok(())

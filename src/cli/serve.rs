@@ -22,6 +22,34 @@ pub struct EngineArgs {
     /// Kernels: auto (best this CPU runs), generic, avx2, avx512, avx512-vnni.
     #[arg(long, default_value = "auto")]
     pub isa: String,
+    /// Where the model runs: cpu, or gpu (the WGSL kernels through wgpu: Vulkan, Metal or
+    /// DX12; needs a build with `--features wgpu`).
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: Device,
+}
+
+/// `--device` of `infer` and `bench`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Device {
+    Cpu,
+    Gpu,
+}
+
+/// Uploads `model` to the first GPU adapter wgpu finds, saying which on stderr.
+#[cfg(feature = "wgpu")]
+pub fn gpu_model(model: &Model<'_>) -> anyhow::Result<tern_infer::gpu::GpuModel> {
+    let ctx = tern_infer::gpu::GpuContext::new()?;
+    eprintln!("GPU: {}", ctx.describe());
+    Ok(tern_infer::gpu::GpuModel::upload(&ctx, model)?)
+}
+
+/// Without the GPU path compiled in, `--device gpu` says how to get it.
+#[cfg(not(feature = "wgpu"))]
+pub fn gpu_model(_: &Model<'_>) -> anyhow::Result<std::convert::Infallible> {
+    bail!(
+        "--device gpu: this tern was built without the GPU path; build it with \
+         `cargo build --release --features wgpu`"
+    )
 }
 
 impl EngineArgs {

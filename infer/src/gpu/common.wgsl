@@ -23,14 +23,27 @@ struct Params {
     full_words: u32,
     // Words of the tail: tail_bytes / 4 (the tail's width nb is a multiple of 4 bytes).
     tail_words: u32,
-    // Tokens in the batch.
-    n: u32,
+    // Activation stride per token, in units of 4 slots (vec4s or words of 4 codes): at least
+    // row_words * TRITS, the slots of a packed row; the slots past k hold zeros.
+    x_stride: u32,
     // Rows sharing one scale: rows / number of scales.
     rows_per_scale: u32,
     // Workgroups along x; the row block of workgroup (x, y) is y * groups_x + x.
     groups_x: u32,
     // int8 kernel only: 1 writes f32 outputs, 0 the raw i32 sums.
     dequantize: u32,
+    // Output stride per token (>= rows).
+    out_stride: u32,
+    // 1: out += result (a residual connection), 0: out = result.
+    accumulate: u32,
+    // 1: add bias[row] to the result.
+    has_bias: u32,
+    // 1: the batch is step.m tokens (the logits rows), 0: step.n.
+    use_m: u32,
+}
+
+fn batch_tokens() -> u32 {
+    return select(step.n, step.m, params.use_m != 0u);
 }
 
 // Where word `w` of a packed row meets the activations, in units of 4 activations: plane p of

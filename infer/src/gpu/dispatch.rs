@@ -5,35 +5,46 @@ use tern_pack::codec::Codec;
 
 use super::{GpuError, Inner, Result, scoped};
 
+pub(crate) const STEP_WGSL: &str = include_str!("step.wgsl");
 const COMMON_WGSL: &str = include_str!("common.wgsl");
 const F32_WGSL: &str = include_str!("ternary_f32.wgsl");
 const I8_WGSL: &str = include_str!("ternary_i8.wgsl");
 
 /// The uniform `Params` of `common.wgsl`, field by field (see there).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Params {
     pub rows: u32,
     pub row_words: u32,
     pub full_words: u32,
     pub tail_words: u32,
-    pub n: u32,
+    pub x_stride: u32,
     pub rows_per_scale: u32,
     pub groups_x: u32,
     pub dequantize: u32,
+    pub out_stride: u32,
+    pub accumulate: u32,
+    pub has_bias: u32,
+    pub use_m: u32,
 }
-const PARAMS_BYTES: u64 = 32;
+pub(crate) const PARAMS_BYTES: u64 = 48;
+/// The uniform `Step` of `common.wgsl`: `n, start, first, m`.
+pub(crate) const STEP_BYTES: u64 = 16;
 
 impl Params {
-    fn words(self) -> [u32; 8] {
+    pub fn words(self) -> [u32; 12] {
         [
             self.rows,
             self.row_words,
             self.full_words,
             self.tail_words,
-            self.n,
+            self.x_stride,
             self.rows_per_scale,
             self.groups_x,
             self.dequantize,
+            self.out_stride,
+            self.accumulate,
+            self.has_bias,
+            self.use_m,
         ]
     }
 }
@@ -41,9 +52,9 @@ impl Params {
 /// Which kernel a call runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kernel {
-    /// `ternary_f32.wgsl`: bindings weights, scales, xs, out, params.
+    /// `ternary_f32.wgsl`: bindings weights, scales, xs, out, params, step, bias.
     Float,
-    /// `ternary_i8.wgsl`: bindings weights, scales, codes, tokens, out, params.
+    /// `ternary_i8.wgsl`: bindings weights, scales, codes, tokens, out, params, step, bias.
     Int8,
 }
 
@@ -58,7 +69,9 @@ impl Kernels {
         let module = |label: &str, body: &str| {
             device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(label),
-                source: wgpu::ShaderSource::Wgsl(format!("{COMMON_WGSL}\n{body}").into()),
+                source: wgpu::ShaderSource::Wgsl(
+                    format!("{STEP_WGSL}\n{COMMON_WGSL}\n{body}").into(),
+                ),
             })
         };
         let (f32_module, i8_module) = (
@@ -85,7 +98,7 @@ impl Kernels {
         }
     }
 
-    fn get(&self, kernel: Kernel, codec: Codec) -> &wgpu::ComputePipeline {
+    pub fn get(&self, kernel: Kernel, codec: Codec) -> &wgpu::ComputePipeline {
         let c = match codec {
             Codec::Bits2 => 0,
             Codec::Bits1_6 => 1,
@@ -100,6 +113,9 @@ impl Kernels {
 /// Per-call buffers, reused while large enough.
 pub(crate) struct Scratch {
     params: wgpu::Buffer,
+    step: wgpu::Buffer,
+    /// Bound where a kernel has no bias.
+    no_bias: wgpu::Buffer,
     xs: Option<wgpu::Buffer>,
     tokens: Option<wgpu::Buffer>,
     out: Option<wgpu::Buffer>,
@@ -113,6 +129,18 @@ impl Scratch {
                 label: Some("tern params"),
                 size: PARAMS_BYTES,
                 usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+            step: device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("tern step"),
+                size: STEP_BYTES,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+            no_bias: device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("tern no bias"),
+                size: 16,
+                usage: wgpu::BufferUsages::STORAGE,
                 mapped_at_creation: false,
             }),
             xs: None,
@@ -160,6 +188,8 @@ pub(crate) struct Call<'a> {
     pub xs: &'a [u8],
     /// Int8 only: `(x_scale bits, code sum)` per token.
     pub tokens: &'a [u32],
+    /// Tokens in the batch.
+    pub n: u32,
     pub params: Params,
     /// Workgroups along x, y, z.
     pub grid: [u32; 3],
@@ -185,6 +215,7 @@ pub(crate) fn dispatch(inner: &Inner, call: Call<'_>) -> Result<Vec<u32>> {
         let xs = grow(device, &mut s.xs, call.xs.len() as u64, input, "tern xs");
         q.write_buffer(&xs, 0, call.xs);
         q.write_buffer(&s.params, 0, bytemuck::cast_slice(&call.params.words()));
+        q.write_buffer(&s.step, 0, bytemuck::cast_slice(&[call.n, 0, 0, call.n]));
         let mut bound = vec![call.weights.clone(), call.scales.clone(), xs];
         if call.kernel == Kernel::Int8 {
             let bytes = (call.tokens.len() * 4) as u64;
@@ -196,7 +227,12 @@ pub(crate) fn dispatch(inner: &Inner, call: Call<'_>) -> Result<Vec<u32>> {
         let out = grow(device, &mut s.out, size, output, "tern out");
         let readback = U::MAP_READ | U::COPY_DST;
         let readback = grow(device, &mut s.readback, size, readback, "tern readback");
-        bound.extend([out.clone(), s.params.clone()]);
+        bound.extend([
+            out.clone(),
+            s.params.clone(),
+            s.step.clone(),
+            s.no_bias.clone(),
+        ]);
 
         let pipeline = inner.kernels.get(call.kernel, call.codec);
         let entries: Vec<wgpu::BindGroupEntry<'_>> = bound
@@ -228,7 +264,11 @@ pub(crate) fn dispatch(inner: &Inner, call: Call<'_>) -> Result<Vec<u32>> {
 }
 
 /// Maps the first `bytes` of `buffer` once the queue is idle, and copies them out.
-fn read_back(device: &wgpu::Device, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u32>, String> {
+pub(crate) fn read_back(
+    device: &wgpu::Device,
+    buffer: &wgpu::Buffer,
+    bytes: u64,
+) -> Result<Vec<u32>, String> {
     let slice = buffer.slice(..bytes);
     let (tx, rx) = std::sync::mpsc::channel();
     slice.map_async(wgpu::MapMode::Read, move |r| {

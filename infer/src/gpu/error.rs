@@ -28,6 +28,9 @@ pub enum GpuError {
     /// A matrix or batch larger than this device's buffer or dispatch limits.
     #[error("{tensor}: {reason}")]
     Limit { tensor: String, reason: String },
+    /// Something the GPU path does not serve (yet); the reason says what to use instead.
+    #[error("{what}: {reason}")]
+    Unsupported { what: String, reason: String },
     /// An error reported by wgpu or the driver (validation, out of memory, device lost, mapping).
     #[error("GPU device, {what}: {reason}")]
     Device { what: String, reason: String },

@@ -1,10 +1,13 @@
-//! The wgpu inference path (feature `gpu`): WGSL kernels over tern's packed ternary matrices.
+//! The wgpu inference path (feature `gpu`): the whole forward pass of tern's models on a GPU,
+//! with WGSL kernels over the packed ternary matrices.
 //!
 //! * [`GpuContext`]: one adapter, device and queue, with the compiled kernels.
 //! * [`GpuTernaryMatrix`]: a packed 2-bit or 1.6-bit matrix uploaded once, then multiplied by
-//!   batches of `n >= 1` tokens, one dispatch per call, in the arithmetic of
-//!   [`crate::linear::TernaryLinear`]: float activations (TriLM) or per-token int8 activations
-//!   (BitNet) with exact i32 dot products.
+//!   batches of `n >= 1` tokens, in the arithmetic of [`crate::linear::TernaryLinear`]: float
+//!   activations (TriLM) or per-token int8 activations (BitNet) with exact i32 dot products.
+//! * [`GpuModel`]: every weight of a loaded [`crate::Model`] on the device; [`GpuSession`]: one
+//!   generation (KV cache, activations), a forward pass being one submission
+//!   (`model.rs`, `plan.rs`, `session.rs`; the non-matrix kernels in `ops.rs`).
 //!
 //! The kernels read the checkpoint's bytes as they are (see `tern_pack::codec`) and decode trits
 //! in registers; float weights never exist on the device. `ternary.rs` holds the matrix and the
@@ -18,6 +21,10 @@
 
 mod dispatch;
 mod error;
+mod model;
+mod ops;
+mod plan;
+mod session;
 mod ternary;
 
 use std::future::Future;
@@ -26,6 +33,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 pub use error::{GpuError, Result};
+pub use model::GpuModel;
+pub use session::{GpuSession, MAX_BATCH, Output, Want};
 pub use ternary::{
     GpuTernaryMatrix, MAX_GROUPS_PER_DIMENSION, ROWS_PER_WORKGROUP, THREADS_PER_ROW,
     TOKENS_PER_WORKGROUP,
@@ -47,6 +56,7 @@ pub(crate) struct Inner {
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub kernels: dispatch::Kernels,
+    pub ops: ops::Ops,
     /// Activation, output and readback buffers reused across calls (grown on demand); the lock
     /// also serializes calls, which share one queue anyway.
     pub scratch: Mutex<dispatch::Scratch>,
@@ -86,8 +96,8 @@ impl GpuContext {
                 *slot = Some(e.to_string());
             }
         }));
-        let kernels = scoped(&device, "compiling the ternary kernels", || {
-            dispatch::Kernels::new(&device)
+        let (kernels, ops) = scoped(&device, "compiling the kernels", || {
+            (dispatch::Kernels::new(&device), ops::Ops::new(&device))
         })?;
         let scratch = Mutex::new(dispatch::Scratch::new(&device));
         Ok(GpuContext {
@@ -96,6 +106,7 @@ impl GpuContext {
                 queue,
                 info,
                 kernels,
+                ops,
                 scratch,
                 uncaptured,
             }),
@@ -111,6 +122,44 @@ impl GpuContext {
     pub fn describe(&self) -> String {
         let i = &self.inner.info;
         format!("{} ({}, {:?})", i.name, i.backend, i.device_type)
+    }
+
+    /// The device's memory bandwidth as a copy of a `bytes` buffer (at most the binding limit)
+    /// into another sees it: bytes read plus bytes written per second (GB/s, 10^9), the best of
+    /// 5 timed copies after a warm-up.
+    pub fn measure_copy_bandwidth(&self, bytes: u64) -> Result<f64> {
+        let device = &self.inner.device;
+        let limits = device.limits();
+        let size = bytes.min(limits.max_buffer_size).max(1 << 20) & !3;
+        let buffers = scoped(device, "measuring the copy bandwidth", || {
+            let make = |label, usage| {
+                device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(label),
+                    size,
+                    usage,
+                    mapped_at_creation: false,
+                })
+            };
+            (
+                make("bandwidth src", wgpu::BufferUsages::COPY_SRC),
+                make("bandwidth dst", wgpu::BufferUsages::COPY_DST),
+            )
+        })?;
+        let mut best = 0f64;
+        for round in 0..6 {
+            let t = std::time::Instant::now();
+            let mut enc = device.create_command_encoder(&Default::default());
+            enc.copy_buffer_to_buffer(&buffers.0, 0, &buffers.1, 0, size);
+            self.inner.queue.submit([enc.finish()]);
+            device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| GpuError::device("measuring the copy bandwidth", e))?;
+            let secs = t.elapsed().as_secs_f64();
+            if round > 0 {
+                best = best.max(2.0 * size as f64 / secs / 1e9);
+            }
+        }
+        Ok(best)
     }
 
     /// The device limits the kernels run under.

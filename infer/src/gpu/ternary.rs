@@ -268,7 +268,7 @@ impl GpuTernaryMatrix {
     }
 
     /// Activation slots per token: every digit slot of a packed row, padding included.
-    fn slots(&self) -> usize {
+    pub(crate) fn slots(&self) -> usize {
         self.codec.row_bytes(self.cols) * self.codec.trits_per_byte()
     }
 
@@ -312,19 +312,12 @@ impl GpuTernaryMatrix {
                 ),
             ));
         }
-        // Blocks of 8 rows, numbered y * groups_x + x (upload checked blocks <= per_dim^2).
-        let blocks = self.rows.div_ceil(ROWS_PER_WORKGROUP) as u64;
-        let groups_x = blocks.min(per_dim);
-        let groups_y = blocks.div_ceil(groups_x);
+        let (groups_x, groups_y) = self.grid_xy();
         let params = Params {
-            rows: self.rows as u32,
-            row_words: (self.codec.row_bytes(self.cols) / 4) as u32,
-            full_words: (self.codec.full_groups(self.cols) * GROUP_BYTES / 4) as u32,
-            tail_words: (self.codec.tail_bytes(self.cols) / 4) as u32,
-            n: n as u32,
-            rows_per_scale: (self.rows / self.scale_count) as u32,
-            groups_x: groups_x as u32,
+            x_stride: (self.slots() / 4) as u32,
             dequantize: dequantize as u32,
+            out_stride: self.rows as u32,
+            ..self.layout_params(groups_x)
         };
         let what = format!("{} x {n} tokens", self.name);
         dispatch(
@@ -337,11 +330,43 @@ impl GpuTernaryMatrix {
                 scales: &self.scales,
                 xs,
                 tokens,
+                n: n as u32,
                 params,
-                grid: [groups_x as u32, groups_y as u32, tiles as u32],
+                grid: [groups_x, groups_y, tiles as u32],
                 out_bytes,
             },
         )
+    }
+}
+
+impl GpuTernaryMatrix {
+    /// Workgroups along x and y: blocks of 8 rows, numbered `y · groups_x + x` (upload checked
+    /// that they fit in two dimensions).
+    pub(crate) fn grid_xy(&self) -> (u32, u32) {
+        let limits = self.ctx.inner.device.limits();
+        let per_dim = (limits.max_compute_workgroups_per_dimension as u64)
+            .min(MAX_GROUPS_PER_DIMENSION as u64);
+        let blocks = self.rows.div_ceil(ROWS_PER_WORKGROUP) as u64;
+        let groups_x = blocks.min(per_dim);
+        (groups_x as u32, blocks.div_ceil(groups_x) as u32)
+    }
+
+    /// The fields of `Params` that describe the matrix (the rest zero).
+    pub(crate) fn layout_params(&self, groups_x: u32) -> Params {
+        Params {
+            rows: self.rows as u32,
+            row_words: (self.codec.row_bytes(self.cols) / 4) as u32,
+            full_words: (self.codec.full_groups(self.cols) * GROUP_BYTES / 4) as u32,
+            tail_words: (self.codec.tail_bytes(self.cols) / 4) as u32,
+            rows_per_scale: (self.rows / self.scale_count) as u32,
+            groups_x,
+            ..Params::default()
+        }
+    }
+
+    /// The packed weights and the scales.
+    pub(crate) fn buffers(&self) -> (&wgpu::Buffer, &wgpu::Buffer) {
+        (&self.weights, &self.scales)
     }
 }
 

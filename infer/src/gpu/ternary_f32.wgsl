@@ -10,6 +10,9 @@
 // [n, rows] f32.
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<uniform> params: Params;
+@group(0) @binding(5) var<uniform> step: Step;
+// One value per row, added when params.has_bias is 1 (else any small buffer).
+@group(0) @binding(6) var<storage, read> bias: array<f32>;
 
 // Per token of the tile, one partial sum per thread.
 var<workgroup> partial: array<f32, 2048>; // TILE * WG
@@ -22,9 +25,9 @@ fn main(
     let lane = tid % LANES;
     let row = (wg.y * params.groups_x + wg.x) * ROWS_PER_WG + tid / LANES;
     let first = wg.z * TILE;
-    let nt = min(TILE, params.n - first);
+    let nt = min(TILE, batch_tokens() - first);
     // vec4s per token.
-    let stride = params.row_words * TRITS;
+    let stride = params.x_stride;
 
     var acc: array<vec4<f32>, TILE>;
     if (row < params.rows) {
@@ -69,7 +72,15 @@ fn main(
     if (lane == 0u && row < params.rows) {
         let s = scales[row / params.rows_per_scale];
         for (var i = 0u; i < nt; i++) {
-            out[(first + i) * params.rows + row] = partial[i * WG + tid] / s;
+            var v = partial[i * WG + tid] / s;
+            if (params.has_bias != 0u) {
+                v += bias[row];
+            }
+            let o = (first + i) * params.out_stride + row;
+            if (params.accumulate != 0u) {
+                v = out[o] + v;
+            }
+            out[o] = v;
         }
     }
 }

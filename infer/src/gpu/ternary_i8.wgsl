@@ -12,6 +12,9 @@
 // [n, rows]: bits of f32 outputs, or of the raw i32 sums when params.dequantize == 0.
 @group(0) @binding(4) var<storage, read_write> out: array<u32>;
 @group(0) @binding(5) var<uniform> params: Params;
+@group(0) @binding(6) var<uniform> step: Step;
+// One value per row, added when params.has_bias is 1 (else any small buffer).
+@group(0) @binding(7) var<storage, read> bias: array<f32>;
 
 var<workgroup> partial: array<i32, 2048>; // TILE * WG
 
@@ -23,9 +26,9 @@ fn main(
     let lane = tid % LANES;
     let row = (wg.y * params.groups_x + wg.x) * ROWS_PER_WG + tid / LANES;
     let first = wg.z * TILE;
-    let nt = min(TILE, params.n - first);
+    let nt = min(TILE, batch_tokens() - first);
     // Words per token.
-    let stride = params.row_words * TRITS;
+    let stride = params.x_stride;
 
     // sum_j d_j * q_j with the digits d = t + 1 in 0..=2, so the packed digits are valid signed
     // bytes for dot4I8Packed (SDot where the device has it, four multiply-adds otherwise); the
@@ -70,12 +73,20 @@ fn main(
             let tok = tokens[first + i];
             let v = partial[i * WG + tid] - bitcast<i32>(tok.y);
             var bits = bitcast<u32>(v);
+            let o = (first + i) * params.out_stride + row;
             if (params.dequantize != 0u) {
                 // |v| < 2^24, so f32(v) is exact; the product is correctly rounded, the
                 // division within WGSL's 2.5 ulp.
-                bits = bitcast<u32>(f32(v) / (bitcast<f32>(tok.x) * s));
+                var y = f32(v) / (bitcast<f32>(tok.x) * s);
+                if (params.has_bias != 0u) {
+                    y += bias[row];
+                }
+                if (params.accumulate != 0u) {
+                    y = bitcast<f32>(out[o]) + y;
+                }
+                bits = bitcast<u32>(y);
             }
-            out[(first + i) * params.rows + row] = bits;
+            out[o] = bits;
         }
     }
 }
