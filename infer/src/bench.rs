@@ -262,6 +262,8 @@ pub fn run_gpu(
     };
     let prefill_tok_s = p as f64 / ttft.as_secs_f64();
     let bytes_per_token = gpu.weight_bytes_per_token();
+    // Before the bandwidth probe allocates its buffers (host memory on a software device).
+    let peak_rss = peak_rss_bytes();
     let bandwidth = gpu
         .context()
         .measure_copy_bandwidth(opts.bandwidth_bytes as u64)?;
@@ -277,7 +279,7 @@ pub fn run_gpu(
         prefill_tok_s,
         decode_tok_s,
         ttft_ms: ttft.as_secs_f64() * 1e3,
-        peak_rss_bytes: peak_rss_bytes(),
+        peak_rss_bytes: peak_rss,
         file_bytes,
         kv_cache_bytes: s.kv_cache_bytes(),
         gpu_memory_bytes: Some(gpu.resident_bytes() + s.session_bytes()),

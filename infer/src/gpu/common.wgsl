@@ -11,7 +11,9 @@ const LANES: u32 = 32u;
 const ROWS_PER_WG: u32 = 8u;
 // Threads per workgroup: LANES * ROWS_PER_WG.
 const WG: u32 = 256u;
-// Tokens per workgroup; the grid's z dimension walks tiles of TILE tokens.
+// Tokens per workgroup; the grid's z dimension walks tiles of TILE tokens. The host compiles
+// each kernel twice, with TILE = 8 (prefill) and TILE = 1 (decode: no predicated-off token
+// slots, one accumulator per thread).
 const TILE: u32 = 8u;
 
 struct Params {

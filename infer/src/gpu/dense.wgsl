@@ -30,9 +30,10 @@ struct DenseParams {
 const LANES: u32 = 32u;
 const ROWS_PER_WG: u32 = 8u;
 const WG: u32 = 256u;
+// 8, or 1 in the decode variant (see common.wgsl).
 const TILE: u32 = 8u;
 
-var<workgroup> partial: array<f32, 2048>; // TILE * WG
+var<workgroup> partial: array<f32, TILE * WG>;
 
 @compute @workgroup_size(256)
 fn main(

@@ -58,26 +58,58 @@ pub(crate) enum Kernel {
     Int8,
 }
 
-/// The four compiled pipelines: {2-bit, 1.6-bit} × {f32, int8}.
+/// Token tiles the kernels are compiled for: the whole tile of [`super::TOKENS_PER_WORKGROUP`]
+/// for batches, and a single token for decode steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Tile {
+    Batch,
+    Single,
+}
+
+impl Tile {
+    /// The tile for a batch of `n` tokens.
+    pub fn for_tokens(n: usize) -> Tile {
+        if n == 1 { Tile::Single } else { Tile::Batch }
+    }
+
+    /// Tokens per workgroup.
+    pub fn tokens(self) -> u32 {
+        match self {
+            Tile::Batch => super::TOKENS_PER_WORKGROUP as u32,
+            Tile::Single => 1,
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Tile::Batch => 0,
+            Tile::Single => 1,
+        }
+    }
+}
+
+/// A kernel's source with its token tile set (`const TILE: u32 = 8u;` in the source).
+pub(crate) fn with_tile(src: &str, tile: Tile) -> String {
+    let line = "const TILE: u32 = 8u;";
+    debug_assert!(src.contains(line), "a tiled kernel declares TILE");
+    src.replace(line, &format!("const TILE: u32 = {}u;", tile.tokens()))
+}
+
+/// The compiled pipelines: {batch, single-token tile} × {2-bit, 1.6-bit} × {f32, int8}.
 pub(crate) struct Kernels {
-    f32: [wgpu::ComputePipeline; 2],
-    i8: [wgpu::ComputePipeline; 2],
+    f32: [[wgpu::ComputePipeline; 2]; 2],
+    i8: [[wgpu::ComputePipeline; 2]; 2],
 }
 
 impl Kernels {
     pub fn new(device: &wgpu::Device) -> Kernels {
-        let module = |label: &str, body: &str| {
+        let module = |label: &str, body: &str, tile: Tile| {
+            let src = with_tile(&format!("{STEP_WGSL}\n{COMMON_WGSL}\n{body}"), tile);
             device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(label),
-                source: wgpu::ShaderSource::Wgsl(
-                    format!("{STEP_WGSL}\n{COMMON_WGSL}\n{body}").into(),
-                ),
+                source: wgpu::ShaderSource::Wgsl(src.into()),
             })
         };
-        let (f32_module, i8_module) = (
-            module("tern ternary x f32", F32_WGSL),
-            module("tern ternary x i8", I8_WGSL),
-        );
         let pipeline = |module: &wgpu::ShaderModule, codec: Codec| {
             device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(codec.name()),
@@ -92,20 +124,26 @@ impl Kernels {
                 cache: None,
             })
         };
+        let tiles = |body: &str, label: &str| {
+            [Tile::Batch, Tile::Single].map(|t| {
+                let m = module(label, body, t);
+                Codec::ALL.map(|c| pipeline(&m, c))
+            })
+        };
         Kernels {
-            f32: Codec::ALL.map(|c| pipeline(&f32_module, c)),
-            i8: Codec::ALL.map(|c| pipeline(&i8_module, c)),
+            f32: tiles(F32_WGSL, "tern ternary x f32"),
+            i8: tiles(I8_WGSL, "tern ternary x i8"),
         }
     }
 
-    pub fn get(&self, kernel: Kernel, codec: Codec) -> &wgpu::ComputePipeline {
+    pub fn get(&self, kernel: Kernel, codec: Codec, tile: Tile) -> &wgpu::ComputePipeline {
         let c = match codec {
             Codec::Bits2 => 0,
             Codec::Bits1_6 => 1,
         };
         match kernel {
-            Kernel::Float => &self.f32[c],
-            Kernel::Int8 => &self.i8[c],
+            Kernel::Float => &self.f32[tile.index()][c],
+            Kernel::Int8 => &self.i8[tile.index()][c],
         }
     }
 }
@@ -234,7 +272,8 @@ pub(crate) fn dispatch(inner: &Inner, call: Call<'_>) -> Result<Vec<u32>> {
             s.no_bias.clone(),
         ]);
 
-        let pipeline = inner.kernels.get(call.kernel, call.codec);
+        let tile = Tile::for_tokens(call.n as usize);
+        let pipeline = inner.kernels.get(call.kernel, call.codec, tile);
         let entries: Vec<wgpu::BindGroupEntry<'_>> = bound
             .iter()
             .enumerate()

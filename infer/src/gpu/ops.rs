@@ -4,7 +4,7 @@
 //! with the shared `Step` header; see those files for the arithmetic, which follows the CPU
 //! engine's.
 
-use super::dispatch::STEP_WGSL;
+use super::dispatch::{STEP_WGSL, Tile, with_tile};
 
 const VALUES_WGSL: &str = include_str!("values.wgsl");
 const EMBED_WGSL: &str = include_str!("embed.wgsl");
@@ -26,7 +26,8 @@ pub(crate) struct Ops {
     pub rope_kv: wgpu::ComputePipeline,
     pub attention: wgpu::ComputePipeline,
     pub ffn_act: wgpu::ComputePipeline,
-    pub dense: wgpu::ComputePipeline,
+    /// The batch and the single-token tiles (see `common.wgsl`).
+    pub dense: [wgpu::ComputePipeline; 2],
     pub argmax: wgpu::ComputePipeline,
 }
 
@@ -73,11 +74,14 @@ impl Ops {
                 "main",
             ),
             ffn_act: pipeline(&module("tern ffn act", &[FFN_ACT_WGSL]), "tern ffn", "main"),
-            dense: pipeline(
-                &module("tern dense", &[VALUES_WGSL, DENSE_WGSL]),
-                "tern dense",
-                "main",
-            ),
+            dense: [Tile::Batch, Tile::Single].map(|t| {
+                let src = with_tile(DENSE_WGSL, t);
+                pipeline(
+                    &module("tern dense", &[VALUES_WGSL, &src]),
+                    "tern dense",
+                    "main",
+                )
+            }),
             argmax: pipeline(
                 &module("tern argmax", &[ARGMAX_WGSL]),
                 "tern argmax",

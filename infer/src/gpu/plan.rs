@@ -6,7 +6,7 @@ use tern_pack::quant::ABSMAX_EPS;
 use tern_pack::spec::Activation;
 
 use super::Result;
-use super::dispatch::{Kernel, Params};
+use super::dispatch::{Kernel, Params, Tile};
 use super::model::{DenseMatrix, GpuModel, Layer, Matrix};
 use super::ops::WORKGROUP;
 use super::session::Buffers;
@@ -32,6 +32,18 @@ pub(crate) enum Grid {
 }
 
 impl Grid {
+    /// Tokens the dispatch covers.
+    pub(crate) fn count(self, n: u32, m: u32) -> u32 {
+        let c = |c: Count| match c {
+            Count::N => n,
+            Count::M => m,
+        };
+        match self {
+            Grid::PerToken(_, count) | Grid::Tiles(_, _, count) => c(count),
+            Grid::One => 1,
+        }
+    }
+
     pub(crate) fn size(self, n: u32, m: u32) -> [u32; 3] {
         let c = |c: Count| match c {
             Count::N => n,
@@ -50,6 +62,19 @@ pub(crate) struct Op {
     pub(crate) pipeline: wgpu::ComputePipeline,
     pub(crate) bind: wgpu::BindGroup,
     pub(crate) grid: Grid,
+    /// The single-token variant of a matrix kernel and its bind group (auto layouts are per
+    /// pipeline), run when the dispatch covers one token.
+    pub(crate) single: Option<(wgpu::ComputePipeline, wgpu::BindGroup)>,
+}
+
+impl Op {
+    /// The pipeline and bind group for a pass of `n` tokens and `m` logits rows.
+    pub(crate) fn choose(&self, n: u32, m: u32) -> (&wgpu::ComputePipeline, &wgpu::BindGroup) {
+        match &self.single {
+            Some((p, b)) if self.grid.count(n, m) == 1 => (p, b),
+            _ => (&self.pipeline, &self.bind),
+        }
+    }
 }
 
 /// Where a matrix reads its input.
@@ -136,6 +161,22 @@ impl<'p> Planner<'p> {
             pipeline: pipeline.clone(),
             bind,
             grid,
+            single: None,
+        }
+    }
+
+    /// [`Self::op`] for a matrix kernel compiled for both token tiles.
+    fn tiled(
+        &self,
+        [batch, single]: [&wgpu::ComputePipeline; 2],
+        label: &str,
+        bound: &[(u32, &wgpu::Buffer)],
+        grid: Grid,
+    ) -> Op {
+        let one = self.op(single, label, bound, grid);
+        Op {
+            single: Some((one.pipeline, one.bind)),
+            ..self.op(batch, label, bound, grid)
         }
     }
 
@@ -261,7 +302,9 @@ impl<'p> Planner<'p> {
                     ..t.layout_params(gx)
                 };
                 let params = self.uniform(label, &params.words());
-                let pipeline = self.model.ctx.inner.kernels.get(kernel, t.codec());
+                let k = &self.model.ctx.inner.kernels;
+                let pipelines =
+                    [Tile::Batch, Tile::Single].map(|tile| k.get(kernel, t.codec(), tile));
                 let bias = out.bias.unwrap_or(&self.model.none);
                 let (w, s) = t.buffers();
                 let bound: Vec<(u32, &wgpu::Buffer)> = match input {
@@ -285,7 +328,7 @@ impl<'p> Planner<'p> {
                         (7, bias),
                     ],
                 };
-                Ok(self.op(pipeline, label, &bound, Grid::Tiles(gx, gy, out.count)))
+                Ok(self.tiled(pipelines, label, &bound, Grid::Tiles(gx, gy, out.count)))
             }
         }
     }
@@ -319,8 +362,9 @@ impl<'p> Planner<'p> {
                 0,
             ],
         );
-        self.op(
-            &self.model.ctx.inner.ops.dense,
+        let [batch, single] = &self.model.ctx.inner.ops.dense;
+        self.tiled(
+            [batch, single],
             label,
             &[
                 (0, &d.buffer),

@@ -388,8 +388,9 @@ impl<'m> GpuSession<'m> {
                     ops.push(&self.argmax);
                 }
                 for op in ops {
-                    pass.set_pipeline(&op.pipeline);
-                    pass.set_bind_group(0, &op.bind, &[]);
+                    let (pipeline, bind) = op.choose(n as u32, m as u32);
+                    pass.set_pipeline(pipeline);
+                    pass.set_bind_group(0, bind, &[]);
                     let [x, y, z] = op.grid.size(n as u32, m as u32);
                     pass.dispatch_workgroups(x, y, z);
                 }

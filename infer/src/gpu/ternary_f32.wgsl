@@ -15,7 +15,7 @@
 @group(0) @binding(6) var<storage, read> bias: array<f32>;
 
 // Per token of the tile, one partial sum per thread.
-var<workgroup> partial: array<f32, 2048>; // TILE * WG
+var<workgroup> partial: array<f32, TILE * WG>;
 
 @compute @workgroup_size(256)
 fn main(

@@ -16,7 +16,7 @@
 // One value per row, added when params.has_bias is 1 (else any small buffer).
 @group(0) @binding(7) var<storage, read> bias: array<f32>;
 
-var<workgroup> partial: array<i32, 2048>; // TILE * WG
+var<workgroup> partial: array<i32, TILE * WG>;
 
 @compute @workgroup_size(256)
 fn main(
