@@ -3,8 +3,9 @@
 //! 1.6 bits: BitNet (int8 activations, SubLN, relu², tied head), TriLM-style Llama (float
 //! activations, row shards; f32 and f16 sharded checkpoints) and Qwen2 (q/k/v biases).
 //!
-//! * every prompt logit of one batched prefill, and of a prefill followed by single-token
-//!   steps (the KV cache path), within a named budget of the CPU's;
+//! * every prompt logit of one batched prefill, of a prefill in several passes, and of a
+//!   prefill followed by single-token steps (the KV cache path), within a named budget of the
+//!   CPU's;
 //! * 32 greedy tokens, chosen on the device by argmax, identical to the CPU's.
 //!
 //! * `tern infer --device gpu` prints the CPU's greedy tokens, and `tern bench --device gpu
@@ -127,6 +128,22 @@ fn check(name: &str) {
         let d = max_rel_diff(&rows, &want[(first - 1) * vocab..]);
         eprintln!("{what}: decode-step logits within {d:.2e}");
         assert!(d <= budget, "{what}: decode-step logits differ by {d}");
+
+        // A prompt longer than the session's batch runs in several passes.
+        let mut s = GpuSession::with_max_batch(&gpu, prompt.len(), true, 4).unwrap();
+        let got = logits(s.forward(&prompt, Want::Logits(Logits::All)).unwrap());
+        let d = max_rel_diff(&got, &want);
+        assert!(
+            d <= budget,
+            "{what}: prefill in passes of 4: logits differ by {d}"
+        );
+        let mut s = GpuSession::with_max_batch(&gpu, prompt.len(), false, 4).unwrap();
+        let last = logits(s.forward(&prompt, Want::Logits(Logits::Last)).unwrap());
+        let d = max_rel_diff(&last, &want[(prompt.len() - 1) * vocab..]);
+        assert!(
+            d <= budget,
+            "{what}: last logits after passes of 4 differ by {d}"
+        );
 
         // Greedy decoding: argmax on the device, against the CPU's generate.
         let opts = GenerateOptions {

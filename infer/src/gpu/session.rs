@@ -72,6 +72,16 @@ impl<'m> GpuSession<'m> {
     /// A session for up to `capacity` tokens (prompt and generated). With `all_logits` it can
     /// return every token's logits ([`Logits::All`]); otherwise only the last token's.
     pub fn new(model: &'m GpuModel, capacity: usize, all_logits: bool) -> Result<GpuSession<'m>> {
+        Self::with_max_batch(model, capacity, all_logits, MAX_BATCH)
+    }
+
+    /// [`Self::new`] running at most `max_batch` tokens per pass (at least 1).
+    pub fn with_max_batch(
+        model: &'m GpuModel,
+        capacity: usize,
+        all_logits: bool,
+        max_batch: usize,
+    ) -> Result<GpuSession<'m>> {
         let spec = &model.spec;
         let device = &model.ctx.inner.device;
         let limits = device.limits();
@@ -88,7 +98,7 @@ impl<'m> GpuSession<'m> {
             ));
         }
         let heads = spec.num_heads;
-        let mut batch = capacity.min(MAX_BATCH);
+        let mut batch = capacity.min(max_batch).max(1);
         while batch > 1 && (batch * heads * capacity * 4) as u64 > max_bind {
             batch /= 2;
         }
