@@ -310,3 +310,44 @@ fn bench_on_the_gpu_reports_device_memory_and_bandwidth() {
     assert_ne!(j["device"], "cpu");
     assert!(j["gpu_memory_bytes"].as_u64() > j["weight_bytes_per_token"].as_u64());
 }
+
+/// Linux only: it hides the Vulkan drivers through the loader's environment variables.
+#[cfg(target_os = "linux")]
+#[test]
+fn without_an_adapter_infer_says_what_it_looked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m");
+    tern_ok(&[
+        "pack",
+        s(&fixture("bitnet-packed")),
+        "--out",
+        s(&m),
+        "--bits",
+        "2",
+    ]);
+    // The Vulkan loader finds no driver: wgpu finds no adapter.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args([
+            "infer",
+            "--model",
+            s(&m),
+            "--prompt",
+            "hi",
+            "--device",
+            "gpu",
+        ])
+        .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+        .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("no GPU adapter") && err.contains("Vulkan"),
+        "{err}"
+    );
+    assert!(
+        err.contains("mesa-vulkan-drivers") && !err.contains("panicked"),
+        "{err}"
+    );
+}
