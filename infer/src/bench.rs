@@ -9,9 +9,9 @@ use tern_pack::init::SplitMix64;
 
 use crate::attention::{KvCache, KvDtype};
 use crate::error::{Error, Result};
+use crate::generate::{CpuDecoder, Decoder};
 use crate::kernels::{self, Isa};
 use crate::model::{Logits, Model};
-use crate::sample::argmax;
 
 /// What one benchmark run measured. Field names are the `--json` keys.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -156,6 +156,29 @@ fn bench_prompt(opts: &BenchOptions, context: usize, vocab: usize) -> Result<Vec
         .collect())
 }
 
+/// The prefill of `prompt` (time to first token, including the first argmax) and `n - 1`
+/// greedy decode steps: `(ttft, prefill tok/s, decode tok/s)`.
+fn timed_greedy(
+    dec: &mut dyn Decoder,
+    prompt: &[u32],
+    n: usize,
+) -> Result<(std::time::Duration, f64, f64)> {
+    let t0 = Instant::now();
+    let mut next = dec.argmax(prompt)?;
+    let ttft = t0.elapsed();
+    let t1 = Instant::now();
+    for _ in 1..n {
+        next = dec.argmax(&[next])?;
+    }
+    let decode = t1.elapsed();
+    let decode_tok_s = if n > 1 {
+        (n - 1) as f64 / decode.as_secs_f64()
+    } else {
+        1.0 / ttft.as_secs_f64()
+    };
+    Ok((ttft, prompt.len() as f64 / ttft.as_secs_f64(), decode_tok_s))
+}
+
 /// Runs a prefill of `opts.prompt_tokens` random tokens and `opts.gen_tokens` greedy decode
 /// steps on the current rayon pool, after a short warm-up that faults the weights in.
 pub fn run(
@@ -174,22 +197,9 @@ pub fn run(
     model.forward(&prompt[..1], &mut cache, Logits::Last)?;
 
     cache.clear();
-    let t0 = Instant::now();
-    let logits = model.forward(&prompt, &mut cache, Logits::Last)?;
-    let mut next = argmax(&logits);
-    let ttft = t0.elapsed();
-    let t1 = Instant::now();
-    for _ in 1..n {
-        let logits = model.forward(&[next], &mut cache, Logits::Last)?;
-        next = argmax(&logits);
-    }
-    let decode = t1.elapsed();
-    let decode_tok_s = if n > 1 {
-        (n - 1) as f64 / decode.as_secs_f64()
-    } else {
-        1.0 / ttft.as_secs_f64()
-    };
-    let prefill_tok_s = p as f64 / ttft.as_secs_f64();
+    let mut dec = CpuDecoder { model, cache };
+    let (ttft, prefill_tok_s, decode_tok_s) = timed_greedy(&mut dec, &prompt, n)?;
+    let cache = dec.cache;
     let bytes_per_token = model.weight_bytes_per_token() as u64;
     // Before the bandwidth probe allocates its own buffer.
     let peak_rss = peak_rss_bytes();
@@ -234,33 +244,16 @@ pub fn run_gpu(
     file_bytes: u64,
     opts: &BenchOptions,
 ) -> Result<BenchReport> {
-    use crate::gpu::{GpuSession, Output, Want};
+    use crate::gpu::{GpuSession, Want};
     let spec = gpu.spec();
     let (p, n) = (opts.prompt_tokens, opts.gen_tokens);
     let prompt = bench_prompt(opts, spec.max_position_embeddings, spec.vocab_size)?;
-    let token = |o: Output| match o {
-        Output::Token(t) => t,
-        Output::Logits(_) => unreachable!("a token was asked for"),
-    };
     let mut s = GpuSession::new(gpu, p + n, false)?;
     // Warm-up: first dispatches of every pipeline, driver-side allocations.
     s.forward(&prompt[..p.min(8)], Want::Argmax)?;
     s.forward(&prompt[..1], Want::Argmax)?;
     s.clear();
-    let t0 = Instant::now();
-    let mut next = token(s.forward(&prompt, Want::Argmax)?);
-    let ttft = t0.elapsed();
-    let t1 = Instant::now();
-    for _ in 1..n {
-        next = token(s.forward(&[next], Want::Argmax)?);
-    }
-    let decode = t1.elapsed();
-    let decode_tok_s = if n > 1 {
-        (n - 1) as f64 / decode.as_secs_f64()
-    } else {
-        1.0 / ttft.as_secs_f64()
-    };
-    let prefill_tok_s = p as f64 / ttft.as_secs_f64();
+    let (ttft, prefill_tok_s, decode_tok_s) = timed_greedy(&mut s, &prompt, n)?;
     let bytes_per_token = gpu.weight_bytes_per_token();
     // Before the bandwidth probe allocates its buffers (host memory on a software device).
     let peak_rss = peak_rss_bytes();

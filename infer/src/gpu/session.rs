@@ -6,6 +6,7 @@ use super::model::{GpuModel, HeadRef, Matrix};
 use super::plan::{Count, Grid, Op, Out, Planner};
 use super::{GpuError, Result, scoped};
 use crate::model::Logits;
+use crate::{KvCache, KvDtype};
 
 /// Tokens of one prefill pass at most (longer prompts run in several passes).
 pub const MAX_BATCH: usize = 128;
@@ -287,10 +288,9 @@ impl<'m> GpuSession<'m> {
         self.session_bytes
     }
 
-    /// Bytes of the KV cache.
+    /// Bytes of the KV cache (f32 keys and values for `capacity` tokens).
     pub fn kv_cache_bytes(&self) -> u64 {
-        let s = &self.model.spec;
-        (2 * s.num_layers * self.capacity * s.num_kv_heads * s.head_dim * 4) as u64
+        KvCache::bytes_for(&self.model.spec, self.capacity, KvDtype::F32) as u64
     }
 
     /// Runs `tokens` at positions `len()..` and returns what `want` asks for.
