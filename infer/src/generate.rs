@@ -275,6 +275,7 @@ pub fn generate(
     opts: &GenerateOptions,
     on_token: &mut dyn FnMut(u32) -> Result<()>,
 ) -> Result<Generation> {
+    // Before the cache is allocated (generate_with checks it again, cheaply).
     check_prompt(model, prompt)?;
     let capacity = capacity_for(&model.spec, prompt.len(), opts.max_tokens);
     let mut dec = CpuDecoder::new(model, capacity, opts.kv);

@@ -128,6 +128,7 @@ fn run_in_pool(a: InferArgs, opts: tern_infer::LoadOptions) -> anyhow::Result<()
         kv: a.kv,
     };
     let capacity = capacity_for(&model.spec, ids.len(), gen_opts.max_tokens);
+    // Before any GPU upload (generate_with checks it again, cheaply).
     check_prompt(&model, &ids)?;
     // The GPU model must outlive the session that borrows it.
     #[cfg(feature = "wgpu")]

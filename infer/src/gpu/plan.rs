@@ -5,11 +5,12 @@
 use tern_pack::quant::ABSMAX_EPS;
 use tern_pack::spec::Activation;
 
-use super::Result;
+use super::TOKENS_PER_WORKGROUP;
 use super::dispatch::{Kernel, Params, Tile};
 use super::model::{DenseMatrix, GpuModel, Layer, Matrix};
 use super::ops::WORKGROUP;
 use super::session::Buffers;
+use super::ternary::row_block_grid;
 
 /// Which count of tokens a dispatch covers.
 #[derive(Clone, Copy)]
@@ -26,6 +27,7 @@ pub(crate) enum Grid {
     /// `(x, count, 1)`.
     PerToken(u32, Count),
     /// `(x, y, ceil(count / 8))`: the matrix kernels' row blocks and token tiles.
+    /// (`count == 1` runs the single-token variant, whose one tile is the same grid.)
     Tiles(u32, u32, Count),
     /// `(1, 1, 1)`.
     One,
@@ -45,13 +47,10 @@ impl Grid {
     }
 
     pub(crate) fn size(self, n: u32, m: u32) -> [u32; 3] {
-        let c = |c: Count| match c {
-            Count::N => n,
-            Count::M => m,
-        };
+        let count = self.count(n, m);
         match self {
-            Grid::PerToken(x, count) => [x, c(count), 1],
-            Grid::Tiles(x, y, count) => [x, y, c(count).div_ceil(8)],
+            Grid::PerToken(x, _) => [x, count, 1],
+            Grid::Tiles(x, y, _) => [x, y, count.div_ceil(TOKENS_PER_WORKGROUP as u32)],
             Grid::One => [1, 1, 1],
         }
     }
@@ -274,16 +273,10 @@ impl<'p> Planner<'p> {
     }
 
     /// `out = W · input` (+ bias, or added to `out`) for a model matrix.
-    pub(crate) fn matmul(
-        &self,
-        label: &str,
-        m: &Matrix,
-        input: Input<'_>,
-        out: Out<'_>,
-    ) -> Result<Op> {
+    pub(crate) fn matmul(&self, label: &str, m: &Matrix, input: Input<'_>, out: Out<'_>) -> Op {
         match m {
             Matrix::Dense(d) => match input {
-                Input::F32(..) => Ok(self.dense(label, d, input, out)),
+                Input::F32(..) => self.dense(label, d, input, out),
                 Input::I8(..) => unreachable!("dense matrices read floats"),
             },
             Matrix::Ternary(t) => {
@@ -328,7 +321,7 @@ impl<'p> Planner<'p> {
                         (7, bias),
                     ],
                 };
-                Ok(self.tiled(pipelines, label, &bound, Grid::Tiles(gx, gy, out.count)))
+                self.tiled(pipelines, label, &bound, Grid::Tiles(gx, gy, out.count))
             }
         }
     }
@@ -337,14 +330,7 @@ impl<'p> Planner<'p> {
         let Input::F32(x, stride) = input else {
             unreachable!("dense matrices read floats")
         };
-        let blocks = d.rows.div_ceil(8) as u32;
-        let per_dim = self
-            .device()
-            .limits()
-            .max_compute_workgroups_per_dimension
-            .min(super::MAX_GROUPS_PER_DIMENSION as u32);
-        let gx = blocks.min(per_dim);
-        let gy = blocks.div_ceil(gx);
+        let (gx, gy) = row_block_grid(&self.device().limits(), d.rows);
         let params = self.uniform(
             label,
             &[
@@ -385,7 +371,7 @@ impl<'p> Planner<'p> {
         layer: &'p Layer,
         (s_h, s_q, s_i): (usize, usize, usize),
         ops: &mut Vec<Op>,
-    ) -> Result<()> {
+    ) {
         let spec = &self.model.spec;
         let b = self.b;
         let (h, hd) = (spec.hidden_size, spec.head_dim);
@@ -423,7 +409,7 @@ impl<'p> Planner<'p> {
             (&layer.k, &b.k, kvd),
             (&layer.v, &b.v, kvd),
         ] {
-            ops.push(self.matmul(&name("qkv"), &p.m, xin.pick(&p.m), to(out, w, &p.bias))?);
+            ops.push(self.matmul(&name("qkv"), &p.m, xin.pick(&p.m), to(out, w, &p.bias)));
         }
         let ops_ = &self.model.ctx.inner.ops;
         let rope = self.uniform(
@@ -489,7 +475,7 @@ impl<'p> Planner<'p> {
             &layer.o.m,
             ops,
         );
-        ops.push(self.matmul(&name("o"), &layer.o.m, o_in, residual(&layer.o.bias))?);
+        ops.push(self.matmul(&name("o"), &layer.o.m, o_in, residual(&layer.o.bias)));
 
         // Feed-forward.
         let readers = [&layer.gate.m, &layer.up.m];
@@ -508,7 +494,7 @@ impl<'p> Planner<'p> {
                 &p.m,
                 xin.pick(&p.m),
                 to(out, s_i, &p.bias),
-            )?);
+            ));
         }
         let act = match spec.activation {
             Activation::Silu => 0,
@@ -533,8 +519,7 @@ impl<'p> Planner<'p> {
             &layer.down.m,
             d_in,
             residual(&layer.down.bias),
-        )?);
-        Ok(())
+        ));
     }
 
     /// The input of o or down: `src` through its SubLN and/or the int8 quantizer when the

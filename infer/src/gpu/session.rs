@@ -65,7 +65,7 @@ pub struct GpuSession<'m> {
     head: Vec<Op>,
     argmax: Op,
     session_bytes: u64,
-    // Widths and strides.
+    /// RoPE angles per token (`head_dim / 2`).
     half: usize,
 }
 
@@ -205,7 +205,7 @@ impl<'m> GpuSession<'m> {
         };
         let mut body = vec![plan.embed()];
         for (l, layer) in model.layers.iter().enumerate() {
-            plan.layer(l, layer, (s_h, s_q, s_i), &mut body)?;
+            plan.layer(l, layer, (s_h, s_q, s_i), &mut body);
         }
         let mut head = Vec::new();
         let head_readers: Vec<&Matrix> = match model.head() {
@@ -229,7 +229,7 @@ impl<'m> GpuSession<'m> {
             count: Count::M,
         };
         head.push(match model.head() {
-            HeadRef::Own(m) => plan.matmul("lm_head", m, head_in.pick(m), out)?,
+            HeadRef::Own(m) => plan.matmul("lm_head", m, head_in.pick(m), out),
             HeadRef::Tied(e) => plan.dense("lm_head (tied)", e, head_in.float(), out),
         });
         let argmax = plan.op(
@@ -370,33 +370,32 @@ impl<'m> GpuSession<'m> {
         let q = &inner.queue;
         let n = tokens.len();
         let start = self.len;
-        // RoPE angles as the CPU engine computes them: cos, then sin at `batch · half`.
-        let half = self.half;
-        let mut rope = vec![0f32; 2 * self.batch * half];
-        for i in 0..n {
-            for (d, &f) in self.model.inv_freq.iter().enumerate() {
-                let a = (start + i) as f32 * f;
-                rope[i * half + d] = a.cos();
-                rope[self.batch * half + i * half + d] = a.sin();
-            }
-        }
+        // RoPE angles of the pass's n positions, as the CPU engine computes them; the buffer
+        // holds the cos table, then the sin table at `batch · half`.
+        let (cos, sin): (Vec<f32>, Vec<f32>) = (start..start + n)
+            .flat_map(|pos| {
+                self.model.inv_freq.iter().map(move |&f| {
+                    let a = pos as f32 * f;
+                    (a.cos(), a.sin())
+                })
+            })
+            .unzip();
+        let sin_at = (self.batch * self.half * 4) as u64;
         let vocab = self.model.spec.vocab_size;
         let read_bytes = if argmax { 4 } else { (m * vocab * 4) as u64 };
         let words = scoped(device, "forward pass", || {
             q.write_buffer(&self.b.tokens, 0, bytemuck::cast_slice(tokens));
-            q.write_buffer(&self.b.rope, 0, bytemuck::cast_slice(&rope));
+            q.write_buffer(&self.b.rope, 0, bytemuck::cast_slice(&cos));
+            q.write_buffer(&self.b.rope, sin_at, bytemuck::cast_slice(&sin));
             let step = [n as u32, start as u32, first as u32, m as u32];
             q.write_buffer(&self.b.step, 0, bytemuck::cast_slice(&step));
             let mut enc = device.create_command_encoder(&Default::default());
             {
                 let mut pass = enc.begin_compute_pass(&Default::default());
-                let mut ops: Vec<&Op> = self.body.iter().collect();
-                if head {
-                    ops.extend(&self.head);
-                }
-                if argmax {
-                    ops.push(&self.argmax);
-                }
+                let head_ops: &[Op] = if head { &self.head } else { &[] };
+                let ops = (self.body.iter())
+                    .chain(head_ops)
+                    .chain(argmax.then_some(&self.argmax));
                 for op in ops {
                     let (pipeline, bind) = op.choose(n as u32, m as u32);
                     pass.set_pipeline(pipeline);
@@ -414,13 +413,11 @@ impl<'m> GpuSession<'m> {
                 enc.copy_buffer_to_buffer(src, 0, &self.b.readback, 0, read_bytes);
             }
             q.submit([enc.finish()]);
+            // A pass without the head feeds the next one (queued after it): nothing to wait for.
             if head {
                 read_back(device, &self.b.readback, read_bytes)
             } else {
-                device
-                    .poll(wgpu::PollType::wait_indefinitely())
-                    .map(|_| Vec::new())
-                    .map_err(|e| e.to_string())
+                Ok(Vec::new())
             }
         })?;
         let words = words.map_err(|e| GpuError::device("forward pass", e))?;

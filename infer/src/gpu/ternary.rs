@@ -343,12 +343,7 @@ impl GpuTernaryMatrix {
     /// Workgroups along x and y: blocks of 8 rows, numbered `y · groups_x + x` (upload checked
     /// that they fit in two dimensions).
     pub(crate) fn grid_xy(&self) -> (u32, u32) {
-        let limits = self.ctx.inner.device.limits();
-        let per_dim = (limits.max_compute_workgroups_per_dimension as u64)
-            .min(MAX_GROUPS_PER_DIMENSION as u64);
-        let blocks = self.rows.div_ceil(ROWS_PER_WORKGROUP) as u64;
-        let groups_x = blocks.min(per_dim);
-        (groups_x as u32, blocks.div_ceil(groups_x) as u32)
+        row_block_grid(&self.ctx.inner.device.limits(), self.rows)
     }
 
     /// The fields of `Params` that describe the matrix (the rest zero).
@@ -368,6 +363,16 @@ impl GpuTernaryMatrix {
     pub(crate) fn buffers(&self) -> (&wgpu::Buffer, &wgpu::Buffer) {
         (&self.weights, &self.scales)
     }
+}
+
+/// Workgroups along x and y for `rows` rows in blocks of [`ROWS_PER_WORKGROUP`], numbered
+/// `y · groups_x + x` (the matrix kernels' row walk).
+pub(crate) fn row_block_grid(limits: &wgpu::Limits, rows: usize) -> (u32, u32) {
+    let per_dim =
+        (limits.max_compute_workgroups_per_dimension as u64).min(MAX_GROUPS_PER_DIMENSION as u64);
+    let blocks = rows.div_ceil(ROWS_PER_WORKGROUP) as u64;
+    let groups_x = blocks.min(per_dim);
+    (groups_x as u32, blocks.div_ceil(groups_x) as u32)
 }
 
 fn bits_to_f32(words: &[u32]) -> Vec<f32> {
