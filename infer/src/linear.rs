@@ -153,17 +153,46 @@ where
         });
         return;
     }
-    let mut scratch = vec![T::default(); rows * n];
-    scratch
-        .par_chunks_mut(chunk * n)
-        .enumerate()
-        .for_each(|(c, s)| kernel(c * chunk, s.len() / n, s));
-    // [rows, n] -> [n, rows]
-    out.par_chunks_mut(rows).enumerate().for_each(|(i, o)| {
-        for (r, dst) in o.iter_mut().enumerate() {
-            *dst = finish(r, i, scratch[r * n + i]);
+    // Each task transposes its own `[rows_in_chunk, n]` block while it is still in cache,
+    // eight tokens at a time (contiguous reads, eight contiguous write streams).
+    let dst = OutPtr(out.as_mut_ptr());
+    let tasks = rows.div_ceil(chunk);
+    (0..tasks).into_par_iter().for_each(|c| {
+        let first = c * chunk;
+        let rc = chunk.min(rows - first);
+        let mut acc = vec![T::default(); rc * n];
+        kernel(first, rc, &mut acc);
+        for i0 in (0..n).step_by(8) {
+            let i1 = (i0 + 8).min(n);
+            for r in 0..rc {
+                for i in i0..i1 {
+                    let v = finish(first + r, i, acc[r * n + i]);
+                    // SAFETY: `i < n` and `first + r < rows`, so the index is inside `out`
+                    // (`rows · n` long); tasks own disjoint row ranges, so no two tasks write
+                    // the same element, and `out` outlives the parallel loop.
+                    unsafe { dst.write(i * rows + first + r, v) };
+                }
+            }
         }
     });
+}
+
+/// `out` shared by tasks that write disjoint elements of it.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+
+// SAFETY: only used by `par_rows`, whose tasks write disjoint elements.
+unsafe impl Send for OutPtr {}
+// SAFETY: as above.
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// # Safety
+    /// `at` is inside the buffer and no other thread touches that element.
+    #[inline(always)]
+    unsafe fn write(self, at: usize, v: f32) {
+        unsafe { *self.0.add(at) = v }
+    }
 }
 
 /// How a ternary layer treats its input.
@@ -189,7 +218,11 @@ pub struct TernaryLinear<'a> {
 }
 
 impl TernaryLinear<'_> {
+    #[inline(always)]
     fn scale(&self, r: usize) -> f32 {
+        if self.scales.len() == 1 {
+            return self.scales[0];
+        }
         self.scales[r / (self.rows / self.scales.len())]
     }
 }
