@@ -1,6 +1,6 @@
 // Causal grouped-query attention of the step's n queries against the layer's KV cache, one
 // workgroup per (head, token): scores of the start + i + 1 visible positions (kept in `scores`),
-// softmax, then the weighted sum of values, as attention::head_body computes it (weights
+// softmax, then the weighted sum of values, as attention::block_body computes it (weights
 // e_p / sum applied to each value row).
 
 struct AttnParams {
