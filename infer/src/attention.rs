@@ -16,28 +16,6 @@ const LANES: usize = 16;
 // functions of their own, without the caller's `#[target_feature]`, and would not vectorize.
 
 #[inline(always)]
-fn dot_body(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0f32; LANES];
-    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for j in 0..LANES {
-            acc[j] += x[j] * y[j];
-        }
-    }
-    let mut s = 0f32;
-    for v in acc {
-        s += v;
-    }
-    for (x, y) in ra.iter().zip(rb) {
-        s += x * y;
-    }
-    s
-}
-
-#[inline(always)]
 fn axpy_body(w: f32, x: &[f32], y: &mut [f32]) {
     let n = x.len().min(y.len());
     for j in 0..n {
@@ -74,6 +52,8 @@ pub trait KvElem: Copy + Default + Send + Sync + 'static {
     fn widen(isa: Isa, src: &[Self], dst: &mut [f32]);
     /// Narrows `src` onto the end of `dst`.
     fn extend(dst: &mut Vec<Self>, src: &[f32]);
+    /// One value, narrowed (round to nearest even).
+    fn narrow(v: f32) -> Self;
 }
 
 impl KvElem for f32 {
@@ -83,6 +63,9 @@ impl KvElem for f32 {
     }
     fn extend(dst: &mut Vec<f32>, src: &[f32]) {
         dst.extend_from_slice(src);
+    }
+    fn narrow(v: f32) -> f32 {
+        v
     }
 }
 
@@ -108,6 +91,9 @@ impl KvElem for f16 {
         let start = dst.len();
         dst.resize(start + src.len(), f16::ZERO);
         dst[start..].convert_from_f32_slice(src);
+    }
+    fn narrow(v: f32) -> f16 {
+        f16::from_f32(v)
     }
 }
 
@@ -165,6 +151,9 @@ fn widen_f16_avx512(src: &[f16], dst: &mut [f32]) {
         dst[j] = widen_f16(src[j].to_bits());
     }
 }
+
+/// Tokens per block of the key cache (stored `[hd, KEY_BLOCK]`, dimension-major).
+pub(crate) const KEY_BLOCK: usize = 16;
 
 /// Most queries attended together: they share every widened key and value row (the heads of
 /// one KV group, times a block of prompt tokens).
@@ -225,8 +214,9 @@ fn softmax_numerators(s: &mut [f32]) -> f32 {
 }
 
 /// One block of queries against one KV head: query `j` (`q[j·hd..]`) attends to the first
-/// `lens[j]` cached rows. Each key and value row is widened once and used by every query of
-/// the block. `k`, `v` start at the KV head's first element; row `t` is at `t · stride`.
+/// `lens[j]` cached tokens. Each key and value is widened once and used by every query of the
+/// block. `k`: the head's keys in [`KEY_BLOCK`]-token blocks, `[blocks, hd, KEY_BLOCK]`; `v`:
+/// its values, row `t` at `t · stride`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn block_body<T: KvElem>(
@@ -244,12 +234,30 @@ fn block_body<T: KvElem>(
     let longest = lens.iter().copied().max().unwrap_or(0);
     let mut row = vec![0f32; hd];
     let mut scores = vec![0f32; m * longest];
-    for t in 0..longest {
-        prefetch_row(k, t + AHEAD, stride, hd);
-        T::widen(isa, &k[t * stride..t * stride + hd], &mut row);
+    // Keys come in blocks of KEY_BLOCK tokens stored dimension-major, so the scores of a whole
+    // block are KEY_BLOCK-wide multiply-adds by broadcast query values: no horizontal sums.
+    // Each block is widened once; each query's sixteen sums stay in one register.
+    let mut kt = vec![0f32; KEY_BLOCK * hd];
+    for b in 0..longest.div_ceil(KEY_BLOCK) {
+        T::widen(
+            isa,
+            &k[b * KEY_BLOCK * hd..(b + 1) * KEY_BLOCK * hd],
+            &mut kt,
+        );
+        let t0 = b * KEY_BLOCK;
         for j in 0..m {
-            if t < lens[j] {
-                scores[j * longest + t] = dot_body(&q[j * hd..(j + 1) * hd], &row) * scale;
+            let mut a = [0f32; KEY_BLOCK];
+            for (&qd, kd) in q[j * hd..(j + 1) * hd]
+                .iter()
+                .zip(kt.chunks_exact(KEY_BLOCK))
+            {
+                for l in 0..KEY_BLOCK {
+                    a[l] += qd * kd[l];
+                }
+            }
+            let live = lens[j].saturating_sub(t0).min(KEY_BLOCK);
+            for l in 0..live {
+                scores[j * longest + t0 + l] = a[l] * scale;
             }
         }
     }
@@ -322,7 +330,10 @@ fn block<T: KvElem>(
         m <= MAX_QUERIES && q.len() == m * hd && out.len() == q.len(),
         "attention block shapes"
     );
-    assert!(need <= k.len() && need <= v.len(), "attention cache shapes");
+    assert!(
+        longest.div_ceil(KEY_BLOCK) * KEY_BLOCK * hd <= k.len() && need <= v.len(),
+        "attention cache shapes"
+    );
     match isa {
         // SAFETY: an `Isa` other than Generic is only constructed for CPUs that run it
         // (`Isa::available`), and the bodies are safe Rust.
@@ -449,7 +460,7 @@ fn heads<T>(spec: &ModelSpec, capacity: usize) -> Heads<T> {
     (0..spec.num_layers)
         .map(|_| {
             (0..spec.num_kv_heads)
-                .map(|_| Vec::with_capacity(capacity * spec.head_dim))
+                .map(|_| Vec::with_capacity(capacity.next_multiple_of(KEY_BLOCK) * spec.head_dim))
                 .collect()
         })
         .collect()
@@ -460,6 +471,23 @@ fn append<T: KvElem>(dst: &mut [Vec<T>], src: &[f32], hd: usize) {
     for row in src.chunks_exact(dst.len() * hd) {
         for (head, part) in dst.iter_mut().zip(row.chunks_exact(hd)) {
             T::extend(head, part);
+        }
+    }
+}
+
+/// Appends the keys of `src` (`[n, kv_heads · hd]`, the first at position `start`) to each
+/// head's blocks (`[blocks, hd, KEY_BLOCK]`; a new block is zero-filled when a token starts it).
+fn append_keys<T: KvElem>(dst: &mut [Vec<T>], src: &[f32], hd: usize, start: usize) {
+    for (i, row) in src.chunks_exact(dst.len() * hd).enumerate() {
+        let (b, lane) = ((start + i) / KEY_BLOCK, (start + i) % KEY_BLOCK);
+        for (head, part) in dst.iter_mut().zip(row.chunks_exact(hd)) {
+            if head.len() < (b + 1) * KEY_BLOCK * hd {
+                head.resize((b + 1) * KEY_BLOCK * hd, T::default());
+            }
+            let block = &mut head[b * KEY_BLOCK * hd..];
+            for (d, &x) in part.iter().enumerate() {
+                block[d * KEY_BLOCK + lane] = T::narrow(x);
+            }
         }
     }
 }
@@ -531,12 +559,12 @@ impl KvCache {
     ) {
         match &mut self.data {
             KvData::F32(k, v) => {
-                append(&mut k[l], kv.0, d.head_dim);
+                append_keys(&mut k[l], kv.0, d.head_dim, d.start);
                 append(&mut v[l], kv.1, d.head_dim);
                 attention(isa, q, &k[l], &v[l], out, d);
             }
             KvData::F16(k, v) => {
-                append(&mut k[l], kv.0, d.head_dim);
+                append_keys(&mut k[l], kv.0, d.head_dim, d.start);
                 append(&mut v[l], kv.1, d.head_dim);
                 attention(isa, q, &k[l], &v[l], out, d);
             }
@@ -635,6 +663,13 @@ mod tests {
         heads
     }
 
+    /// The same, keys in the cache's block layout.
+    fn split_keys<T: KvElem>(x: &[f32], kv_heads: usize, hd: usize) -> Vec<Vec<T>> {
+        let mut heads = vec![Vec::new(); kv_heads];
+        append_keys(&mut heads, x, hd, 0);
+        heads
+    }
+
     /// Attention in f64 with a two-pass softmax: the reference of every instruction set.
     fn reference(q: &[f32], k: &[f32], v: &[f32], d: Dims) -> Vec<f32> {
         let hd = d.head_dim;
@@ -705,7 +740,7 @@ mod tests {
                 for isa in Isa::available() {
                     let mut got = vec![0f32; q.len()];
                     let (ks, vs) = (
-                        split::<f32>(&k, kv_heads, hd),
+                        split_keys::<f32>(&k, kv_heads, hd),
                         split::<f32>(&v, kv_heads, hd),
                     );
                     attention(isa, &q, &ks, &vs, &mut got, d);
@@ -739,8 +774,8 @@ mod tests {
         rng.fill_normal(&mut k, 1.0);
         rng.fill_normal(&mut v, 1.0);
         let mut want = vec![0f32; q.len()];
-        let (k16, v16) = (split::<f16>(&k, 2, 40), split::<f16>(&v, 2, 40));
-        let (k, v) = (split::<f32>(&k, 2, 40), split::<f32>(&v, 2, 40));
+        let (k16, v16) = (split_keys::<f16>(&k, 2, 40), split::<f16>(&v, 2, 40));
+        let (k, v) = (split_keys::<f32>(&k, 2, 40), split::<f32>(&v, 2, 40));
         attention(Isa::Generic, &q, &k, &v, &mut want, d);
         for isa in Isa::available() {
             let mut got = vec![0f32; q.len()];
