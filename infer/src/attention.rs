@@ -27,13 +27,13 @@ fn axpy_body(w: f32, x: &[f32], y: &mut [f32]) {
 /// contiguous stream, but short: a few hundred bytes per row).
 const AHEAD: usize = 6;
 
-/// Prefetches row `t` (`len` values from `t · stride`) of `s` into L1, if it exists.
+/// Prefetches row `t` (`len` values from `t · len`) of `s` into L1, if it exists.
 #[inline(always)]
-fn prefetch_row<T>(s: &[T], t: usize, stride: usize, len: usize) {
+fn prefetch_row<T>(s: &[T], t: usize, len: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        let (start, bytes) = (t * stride, len * std::mem::size_of::<T>());
+        let (start, bytes) = (t * len, len * std::mem::size_of::<T>());
         if start + len <= s.len() {
             let p = s[start..].as_ptr().cast::<i8>();
             for off in (0..bytes).step_by(64) {
@@ -43,7 +43,7 @@ fn prefetch_row<T>(s: &[T], t: usize, stride: usize, len: usize) {
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (s, t, stride, len);
+    let _ = (s, t, len);
 }
 
 /// An element type of the KV cache.
@@ -216,16 +216,14 @@ fn softmax_numerators(s: &mut [f32]) -> f32 {
 /// One block of queries against one KV head: query `j` (`q[j·hd..]`) attends to the first
 /// `lens[j]` cached tokens. Each key and value is widened once and used by every query of the
 /// block. `k`: the head's keys in [`KEY_BLOCK`]-token blocks, `[blocks, hd, KEY_BLOCK]`; `v`:
-/// its values, row `t` at `t · stride`.
+/// its values, `[tokens, hd]`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn block_body<T: KvElem>(
     isa: Isa,
     q: &[f32],
     lens: &[usize],
     k: &[T],
     v: &[T],
-    stride: usize,
     scale: f32,
     out: &mut [f32],
 ) {
@@ -268,8 +266,8 @@ fn block_body<T: KvElem>(
     }
     out.fill(0.0);
     for t in 0..longest {
-        prefetch_row(v, t + AHEAD, stride, hd);
-        T::widen(isa, &v[t * stride..t * stride + hd], &mut row);
+        prefetch_row(v, t + AHEAD, hd);
+        T::widen(isa, &v[t * hd..(t + 1) * hd], &mut row);
         for j in 0..m {
             if t < lens[j] {
                 let w = scores[j * longest + t] * inv[j];
@@ -281,51 +279,45 @@ fn block_body<T: KvElem>(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-#[allow(clippy::too_many_arguments)]
 fn block_avx2<T: KvElem>(
     isa: Isa,
     q: &[f32],
     lens: &[usize],
     k: &[T],
     v: &[T],
-    stride: usize,
     scale: f32,
     out: &mut [f32],
 ) {
-    block_body(isa, q, lens, k, v, stride, scale, out)
+    block_body(isa, q, lens, k, v, scale, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-#[allow(clippy::too_many_arguments)]
 fn block_avx512<T: KvElem>(
     isa: Isa,
     q: &[f32],
     lens: &[usize],
     k: &[T],
     v: &[T],
-    stride: usize,
     scale: f32,
     out: &mut [f32],
 ) {
-    block_body(isa, q, lens, k, v, stride, scale, out)
+    block_body(isa, q, lens, k, v, scale, out)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn block<T: KvElem>(
     isa: Isa,
     q: &[f32],
     lens: &[usize],
     k: &[T],
     v: &[T],
-    stride: usize,
     scale: f32,
     out: &mut [f32],
 ) {
     let m = lens.len();
     let hd = q.len() / m.max(1);
     let longest = lens.iter().copied().max().unwrap_or(0);
-    let need = (longest.max(1) - 1) * stride + hd;
+    let need = longest * hd;
     assert!(
         m <= MAX_QUERIES && q.len() == m * hd && out.len() == q.len(),
         "attention block shapes"
@@ -338,12 +330,10 @@ fn block<T: KvElem>(
         // SAFETY: an `Isa` other than Generic is only constructed for CPUs that run it
         // (`Isa::available`), and the bodies are safe Rust.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 | Isa::Avx512Vnni => unsafe {
-            block_avx512(isa, q, lens, k, v, stride, scale, out)
-        },
+        Isa::Avx512 | Isa::Avx512Vnni => unsafe { block_avx512(isa, q, lens, k, v, scale, out) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { block_avx2(isa, q, lens, k, v, stride, scale, out) },
-        _ => block_body(isa, q, lens, k, v, stride, scale, out),
+        Isa::Avx2 => unsafe { block_avx2(isa, q, lens, k, v, scale, out) },
+        _ => block_body(isa, q, lens, k, v, scale, out),
     }
 }
 
@@ -397,7 +387,7 @@ pub fn attention<T: KvElem>(
                 lens.extend(std::iter::repeat_n(d.start + i + 1, group));
             }
             let mut ob = vec![0f32; qb.len()];
-            block(isa, &qb, &lens, &k[g], &v[g], hd, scale, &mut ob);
+            block(isa, &qb, &lens, &k[g], &v[g], scale, &mut ob);
             (g, i0, ob)
         })
         .collect();

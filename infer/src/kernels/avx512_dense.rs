@@ -157,49 +157,24 @@ unsafe fn i8_bw_block<const NB: usize>(
     }
 }
 
-/// Sixteen weights of row `row` from column `c`, widened to f32 (zeros past `k`); prefetches
-/// the same columns `ahead` elements on, the matching row of the next tile.
+/// Sixteen weights from `w[at..]` (column `c` of a row), widened to f32 (zeros past `k`);
+/// prefetches the same columns `ahead` elements on, the matching row of the next tile.
 #[inline(always)]
-unsafe fn load_w(w: &DenseWeights<'_>, at: usize, c: usize, k: usize, ahead: usize) -> __m512 {
+unsafe fn load_w<W: Wide>(w: &[W], at: usize, c: usize, k: usize, ahead: usize) -> __m512 {
     unsafe {
-        let whole = c + 16 <= k;
-        let m = if whole { 0xffff } else { first(k - c) as u16 };
-        match w {
-            DenseWeights::F32(w) => {
-                let p = w.as_ptr().add(at);
-                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(ahead).cast());
-                if whole {
-                    _mm512_loadu_ps(p)
-                } else {
-                    _mm512_maskz_loadu_ps(m, p)
-                }
-            }
-            DenseWeights::F16(w) => {
-                let p = w.as_ptr().add(at).cast::<i16>();
-                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(ahead).cast());
-                let h = if whole {
-                    _mm256_loadu_si256(p.cast())
-                } else {
-                    _mm256_maskz_loadu_epi16(m, p)
-                };
-                _mm512_cvtph_ps(h)
-            }
-            DenseWeights::Bf16(w) => {
-                let p = w.as_ptr().add(at).cast::<i16>();
-                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(ahead).cast());
-                let h = if whole {
-                    _mm256_loadu_si256(p.cast())
-                } else {
-                    _mm256_maskz_loadu_epi16(m, p)
-                };
-                _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
-            }
-        }
+        let m = if c + 16 <= k {
+            0xffff
+        } else {
+            first(k - c) as u16
+        };
+        let p = w.as_ptr().add(at);
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(ahead).cast());
+        W::load16(p, m)
     }
 }
 
 /// Dense float weights × f32: tiles of up to 4 rows × 4 tokens, so that each widened weight
-/// register feeds up to 4 FMAs and each activation register up to 4.
+/// register feeds up to 4 FMAs and each activation register up to 4; one token takes [`gemv`].
 ///
 /// # Safety
 /// The CPU runs AVX-512 F/BW; lengths as checked by `kernels::dense_gemm_f32`.
@@ -211,18 +186,25 @@ pub(super) unsafe fn dense_gemm_f32(
     n: usize,
     out: &mut [f32],
 ) {
+    // SAFETY: as for this function.
+    unsafe {
+        match w {
+            DenseWeights::F32(w) => gemm::<f32>(w, k, xs, n, out),
+            DenseWeights::F16(w) => gemm::<half::f16>(w, k, xs, n, out),
+            DenseWeights::Bf16(w) => gemm::<half::bf16>(w, k, xs, n, out),
+        }
+    }
+}
+
+/// [`dense_gemm_f32`] for one weight type.
+#[inline(always)]
+unsafe fn gemm<W: Wide>(w: &[W], k: usize, xs: &[f32], n: usize, out: &mut [f32]) {
     assert_eq!(xs.len(), n * k);
     let rows = w.len() / k;
     assert_eq!(out.len(), rows * n);
     if n == 1 {
-        // SAFETY: as for this function; shapes asserted above.
-        return unsafe {
-            match w {
-                DenseWeights::F32(w) => gemv::<f32>(w, k, xs, out),
-                DenseWeights::F16(w) => gemv::<half::f16>(w, k, xs, out),
-                DenseWeights::Bf16(w) => gemv::<half::bf16>(w, k, xs, out),
-            }
-        };
+        // SAFETY: shapes asserted above.
+        return unsafe { gemv(w, k, xs, out) };
     }
     let mut r = 0;
     while r < rows {
@@ -232,13 +214,13 @@ pub(super) unsafe fn dense_gemm_f32(
             let nb = (n - i0).min(4);
             unsafe {
                 match (nr, nb) {
-                    (4, 4) => f32_tile::<4, 4>(&w, r, i0, k, xs, n, out),
-                    (4, 3) => f32_tile::<4, 3>(&w, r, i0, k, xs, n, out),
-                    (4, 2) => f32_tile::<4, 2>(&w, r, i0, k, xs, n, out),
-                    (4, _) => f32_tile::<4, 1>(&w, r, i0, k, xs, n, out),
-                    (3, _) => f32_tile::<3, 1>(&w, r, i0, k, xs, n, out),
-                    (2, _) => f32_tile::<2, 1>(&w, r, i0, k, xs, n, out),
-                    _ => f32_tile::<1, 1>(&w, r, i0, k, xs, n, out),
+                    (4, 4) => f32_tile::<W, 4, 4>(w, r, i0, k, xs, n, out),
+                    (4, 3) => f32_tile::<W, 4, 3>(w, r, i0, k, xs, n, out),
+                    (4, 2) => f32_tile::<W, 4, 2>(w, r, i0, k, xs, n, out),
+                    (4, _) => f32_tile::<W, 4, 1>(w, r, i0, k, xs, n, out),
+                    (3, _) => f32_tile::<W, 3, 1>(w, r, i0, k, xs, n, out),
+                    (2, _) => f32_tile::<W, 2, 1>(w, r, i0, k, xs, n, out),
+                    _ => f32_tile::<W, 1, 1>(w, r, i0, k, xs, n, out),
                 }
             }
             i0 += if nr == 4 { nb } else { 1 };
@@ -249,8 +231,8 @@ pub(super) unsafe fn dense_gemm_f32(
 
 /// Rows `r0 .. r0 + R` × tokens `i0 .. i0 + NB`.
 #[inline(always)]
-unsafe fn f32_tile<const R: usize, const NB: usize>(
-    w: &DenseWeights<'_>,
+unsafe fn f32_tile<W: Wide, const R: usize, const NB: usize>(
+    w: &[W],
     r0: usize,
     i0: usize,
     k: usize,
