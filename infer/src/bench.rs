@@ -43,8 +43,10 @@ pub struct BenchReport {
     pub weight_bytes_per_token: u64,
     /// `weight_bytes_per_token · decode_tok_s`.
     pub effective_gb_s: f64,
-    /// Read bandwidth measured on this machine with the same thread count (GPU path: the
-    /// device's copy bandwidth, bytes read plus bytes written per second).
+    /// Read bandwidth measured on this machine with the same thread count. CPU path: streaming
+    /// the model's own weight bytes once after each decode step, the mean over those passes
+    /// (so that a shared machine's drift hits both sides of the ratio alike). GPU path: the
+    /// device's copy bandwidth, bytes read plus bytes written per second.
     pub measured_bandwidth_gb_s: f64,
     /// Decode speed over the roofline `measured_bandwidth / weight_bytes_per_token`.
     pub roofline_fraction: f64,
@@ -105,30 +107,44 @@ fn sum_u64(v: &[u64]) -> u64 {
     acc.iter().chain(rest).fold(0u64, |s, x| s.wrapping_add(*x))
 }
 
-/// Read bandwidth in GB/s (10^9 bytes) of the current rayon pool: a `bytes` buffer is filled,
-/// then summed in parallel several times; the best pass counts.
-pub fn measure_read_bandwidth(bytes: usize) -> f64 {
-    let words = (bytes / 8).max(1 << 16);
-    let mut buf = vec![0u64; words];
-    buf.par_chunks_mut(1 << 16).enumerate().for_each(|(i, c)| {
-        c.iter_mut()
-            .enumerate()
-            .for_each(|(j, v)| *v = (i ^ j) as u64)
-    });
-    let threads = rayon::current_num_threads();
-    let chunk = words.div_ceil(threads * 4);
-    let mut best = 0f64;
-    for _ in 0..6 {
-        let t = Instant::now();
-        let s: u64 = buf
-            .par_chunks(chunk)
-            .map(sum_u64)
-            .reduce(|| 0, u64::wrapping_add);
-        let secs = t.elapsed().as_secs_f64();
-        std::hint::black_box(s);
-        best = best.max((words * 8) as f64 / secs / 1e9);
+/// A read-bandwidth probe over given memory: one pass streams every byte once on the current
+/// rayon pool, in 1 MiB pieces shared among the threads.
+pub struct StreamProbe<'a> {
+    pieces: Vec<&'a [u64]>,
+    /// Bytes one pass reads.
+    pub bytes: usize,
+}
+
+impl<'a> StreamProbe<'a> {
+    /// Bytes per piece handed to one thread at a time.
+    const PIECE: usize = 1 << 20;
+
+    /// A probe over `regions` (their 8-byte-aligned middles: at most 14 bytes of each are left
+    /// out).
+    pub fn new(regions: &[&'a [u8]]) -> StreamProbe<'a> {
+        let pieces: Vec<&[u64]> = regions
+            .iter()
+            .flat_map(|r| {
+                bytemuck::pod_align_to::<u8, u64>(r)
+                    .1
+                    .chunks(Self::PIECE / 8)
+            })
+            .collect();
+        let bytes = pieces.iter().map(|p| p.len() * 8).sum();
+        StreamProbe { pieces, bytes }
     }
-    best
+
+    /// Streams every byte once; returns the seconds taken.
+    pub fn pass(&self) -> f64 {
+        let t = Instant::now();
+        let s: u64 = self
+            .pieces
+            .par_iter()
+            .map(|p| sum_u64(p))
+            .reduce(|| 0, u64::wrapping_add);
+        std::hint::black_box(s);
+        t.elapsed().as_secs_f64()
+    }
 }
 
 /// The int8 multiply-accumulate peak of every thread of the current pool together, measured by
@@ -156,27 +172,50 @@ fn bench_prompt(opts: &BenchOptions, context: usize, vocab: usize) -> Result<Vec
         .collect())
 }
 
+/// What [`timed_greedy`] measured.
+struct Timing {
+    ttft: std::time::Duration,
+    prefill_tok_s: f64,
+    decode_tok_s: f64,
+    /// Seconds of the probe passes run between decode steps, and how many.
+    probe_secs: f64,
+    probe_passes: usize,
+}
+
 /// The prefill of `prompt` (time to first token, including the first argmax) and `n - 1`
-/// greedy decode steps: `(ttft, prefill tok/s, decode tok/s)`.
+/// greedy decode steps, each followed (outside its timing) by one pass of `probe` when given:
+/// the decode and the bandwidth it is compared with are measured in the same moments of a
+/// shared machine.
 fn timed_greedy(
     dec: &mut dyn Decoder,
     prompt: &[u32],
     n: usize,
-) -> Result<(std::time::Duration, f64, f64)> {
+    probe: Option<&StreamProbe<'_>>,
+) -> Result<Timing> {
     let t0 = Instant::now();
     let mut next = dec.argmax(prompt)?;
     let ttft = t0.elapsed();
-    let t1 = Instant::now();
+    let (mut decode, mut probe_secs) = (0f64, 0f64);
     for _ in 1..n {
+        let t = Instant::now();
         next = dec.argmax(&[next])?;
+        decode += t.elapsed().as_secs_f64();
+        if let Some(p) = probe {
+            probe_secs += p.pass();
+        }
     }
-    let decode = t1.elapsed();
     let decode_tok_s = if n > 1 {
-        (n - 1) as f64 / decode.as_secs_f64()
+        (n - 1) as f64 / decode
     } else {
         1.0 / ttft.as_secs_f64()
     };
-    Ok((ttft, prompt.len() as f64 / ttft.as_secs_f64(), decode_tok_s))
+    Ok(Timing {
+        ttft,
+        prefill_tok_s: prompt.len() as f64 / ttft.as_secs_f64(),
+        decode_tok_s,
+        probe_secs,
+        probe_passes: if probe.is_some() { n - 1 } else { 0 },
+    })
 }
 
 /// Runs a prefill of `opts.prompt_tokens` random tokens and `opts.gen_tokens` greedy decode
@@ -197,13 +236,24 @@ pub fn run(
     model.forward(&prompt[..1], &mut cache, Logits::Last)?;
 
     cache.clear();
+    // The roofline's bandwidth: streaming the very weight pages a decode step reads, one pass
+    // after each step. It allocates nothing, so the peak RSS is the engine's own.
+    let regions = model.weight_regions();
+    let probe = StreamProbe::new(&regions);
+    probe.pass();
     let mut dec = CpuDecoder { model, cache };
-    let (ttft, prefill_tok_s, decode_tok_s) = timed_greedy(&mut dec, &prompt, n)?;
+    let t = timed_greedy(&mut dec, &prompt, n, (n > 1).then_some(&probe))?;
+    let (ttft, prefill_tok_s, decode_tok_s) = (t.ttft, t.prefill_tok_s, t.decode_tok_s);
     let cache = dec.cache;
     let bytes_per_token = model.weight_bytes_per_token() as u64;
-    // Before the bandwidth probe allocates its own buffer.
     let peak_rss = peak_rss_bytes();
-    let bandwidth = measure_read_bandwidth(opts.bandwidth_bytes);
+    let bandwidth = if t.probe_passes > 0 {
+        (probe.bytes * t.probe_passes) as f64 / t.probe_secs / 1e9
+    } else {
+        (0..3)
+            .map(|_| probe.bytes as f64 / probe.pass() / 1e9)
+            .fold(0.0, f64::max)
+    };
     let effective = bytes_per_token as f64 * decode_tok_s / 1e9;
     let macs = model.linear_macs_per_token();
     let peak = measure_int8_peak(model.isa);
@@ -253,7 +303,8 @@ pub fn run_gpu(
     s.forward(&prompt[..p.min(8)], Want::Argmax)?;
     s.forward(&prompt[..1], Want::Argmax)?;
     s.clear();
-    let (ttft, prefill_tok_s, decode_tok_s) = timed_greedy(&mut s, &prompt, n)?;
+    let t = timed_greedy(&mut s, &prompt, n, None)?;
+    let (ttft, prefill_tok_s, decode_tok_s) = (t.ttft, t.prefill_tok_s, t.decode_tok_s);
     let bytes_per_token = gpu.weight_bytes_per_token();
     // Before the bandwidth probe allocates its buffers (host memory on a software device).
     let peak_rss = peak_rss_bytes();

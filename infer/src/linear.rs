@@ -112,6 +112,9 @@ pub trait Linear: Send + Sync {
     }
     /// Bytes of weights (and scales) one forward reads.
     fn weight_bytes(&self) -> usize;
+    /// The weight bytes themselves, in the memory one forward reads (scales left out): what the
+    /// benchmark streams to measure the read bandwidth of exactly these pages.
+    fn weight_regions(&self) -> Vec<&[u8]>;
     /// `out[i, r] = Σ_j W[r, j] · x[i, j]`, `out` is `[n, rows]`.
     fn forward(&self, input: &Input<'_>, out: &mut [f32]);
 }
@@ -243,6 +246,9 @@ impl Linear for TernaryLinear<'_> {
     fn weight_bytes(&self) -> usize {
         self.data.len() + 4 * self.scales.len()
     }
+    fn weight_regions(&self) -> Vec<&[u8]> {
+        vec![self.data]
+    }
 
     fn forward(&self, input: &Input<'_>, out: &mut [f32]) {
         assert_eq!(input.k, self.cols, "ternary layer input width");
@@ -358,6 +364,13 @@ impl Linear for DenseLinear<'_> {
     fn weight_bytes(&self) -> usize {
         self.weights.len() * self.weights.elem_bytes()
     }
+    fn weight_regions(&self) -> Vec<&[u8]> {
+        vec![match &self.weights {
+            DenseStore::F32(w) => bytemuck::cast_slice(w),
+            DenseStore::F16(w) => bytemuck::cast_slice(w),
+            DenseStore::Bf16(w) => bytemuck::cast_slice(w),
+        }]
+    }
     fn forward(&self, input: &Input<'_>, out: &mut [f32]) {
         assert_eq!(input.k, self.cols, "dense layer input width");
         let (n, k) = (input.n, self.cols);
@@ -428,6 +441,9 @@ impl Linear for Q8Linear {
     }
     fn weight_bytes(&self) -> usize {
         self.codes.len() + 4 * self.row_scales.len()
+    }
+    fn weight_regions(&self) -> Vec<&[u8]> {
+        vec![bytemuck::cast_slice(&self.codes)]
     }
     fn forward(&self, input: &Input<'_>, out: &mut [f32]) {
         assert_eq!(input.k, self.cols, "8-bit layer input width");

@@ -124,6 +124,19 @@ impl<'a> Model<'a> {
         layers + self.head().weight_bytes()
     }
 
+    /// The weight bytes one decoded token reads, in the memory it reads them from (see
+    /// [`Linear::weight_regions`]).
+    pub fn weight_regions(&self) -> Vec<&[u8]> {
+        let mut regions: Vec<&[u8]> = self
+            .layers
+            .iter()
+            .flat_map(|l| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down])
+            .flat_map(|p| p.w.weight_regions())
+            .collect();
+        regions.extend(self.head().weight_regions());
+        regions
+    }
+
     /// Bytes of the ternary (or dense) linear layers alone, and their multiply-accumulates per token.
     pub fn linear_macs_per_token(&self) -> u64 {
         self.layers

@@ -271,8 +271,16 @@ unsafe fn f32_tile<W: Wide, const R: usize, const NB: usize>(
 
 /// A float weight type, widened to f32 sixteen at a time.
 trait Wide: Copy {
+    /// Whether [`Wide::load32`] returns the even-indexed weights, then the odd-indexed ones
+    /// (instead of the first sixteen, then the next): activations must be paired alike.
+    const EVEN_ODD: bool = false;
     /// Sixteen weights from `p`, the lanes of `m` only (the others zero).
     unsafe fn load16(p: *const Self, m: u16) -> __m512;
+    /// Thirty-two weights from `p` in two registers (see [`Wide::EVEN_ODD`]).
+    #[inline(always)]
+    unsafe fn load32(p: *const Self) -> [__m512; 2] {
+        unsafe { [Self::load16(p, 0xffff), Self::load16(p.add(16), 0xffff)] }
+    }
 }
 
 impl Wide for f32 {
@@ -290,6 +298,21 @@ impl Wide for half::f16 {
 }
 
 impl Wide for half::bf16 {
+    /// A bf16 is the top half of an f32: one 512-bit load holds 32 weights, the even ones
+    /// widened by a shift, the odd ones by a mask. Measured on Zen 4 against zero-extending
+    /// sixteen at a time: 50 vs 40 GB/s from L2, and the LM head of 2B4T (bf16, 657 MB) went
+    /// from 0.72 to 0.90–0.94 of the read bandwidth of its own bytes.
+    const EVEN_ODD: bool = true;
+    #[inline(always)]
+    unsafe fn load32(p: *const half::bf16) -> [__m512; 2] {
+        unsafe {
+            let v = _mm512_loadu_si512(p.cast());
+            [
+                _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v)),
+                _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32(-65536))),
+            ]
+        }
+    }
     #[inline(always)]
     unsafe fn load16(p: *const half::bf16, m: u16) -> __m512 {
         unsafe {
@@ -301,12 +324,23 @@ impl Wide for half::bf16 {
 
 /// One token (decode, the LM head): one row at a time, so the weights are read as a single
 /// sequential stream (the hardware prefetchers' best case: several interleaved row streams
-/// reached only 60–75 % of the rate), 64 weights per step on four accumulators, with one
-/// prefetch per 64 bytes `PREFETCH` bytes ahead into L2, as the ternary kernels do.
+/// reached only 60–75 % of the rate), 64 weights per step on four accumulators. No software
+/// prefetch: on this light loop the hardware prefetchers alone stream at about 93 % of a plain
+/// read, and prefetching `PREFETCH` ahead as the ternary kernels do dropped that to 78 %.
 #[inline(always)]
 unsafe fn gemv<W: Wide>(w: &[W], k: usize, x: &[f32], out: &mut [f32]) {
     let full = k - k % 64;
-    let bytes = std::mem::size_of::<W>();
+    // The activations of the full 64-weight steps, in the lane order of `load32`.
+    let paired: Vec<f32>;
+    let xp = if W::EVEN_ODD {
+        paired = x[..full]
+            .chunks_exact(32)
+            .flat_map(|c| (0..32).map(move |i| c[(2 * i) % 32 + i / 16]))
+            .collect();
+        paired.as_ptr()
+    } else {
+        x.as_ptr()
+    };
     let x = x.as_ptr();
     unsafe {
         for (row, o) in w.chunks_exact(k).zip(out.iter_mut()) {
@@ -314,13 +348,12 @@ unsafe fn gemv<W: Wide>(w: &[W], k: usize, x: &[f32], out: &mut [f32]) {
             let mut acc = [_mm512_setzero_ps(); 4];
             let mut c = 0;
             while c < full {
-                let ahead = p.add(c).cast::<u8>().wrapping_add(PREFETCH);
-                for line in (0..64 * bytes).step_by(64) {
-                    _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(line).cast());
-                }
-                for (j, acc) in acc.iter_mut().enumerate() {
-                    let xv = _mm512_loadu_ps(x.add(c + 16 * j));
-                    *acc = _mm512_fmadd_ps(W::load16(p.add(c + 16 * j), 0xffff), xv, *acc);
+                for h in 0..2 {
+                    let wv = W::load32(p.add(c + 32 * h));
+                    for (j, wv) in wv.into_iter().enumerate() {
+                        let xv = _mm512_loadu_ps(xp.add(c + 32 * h + 16 * j));
+                        acc[2 * h + j] = _mm512_fmadd_ps(wv, xv, acc[2 * h + j]);
+                    }
                 }
                 c += 64;
             }
