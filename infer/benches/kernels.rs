@@ -13,6 +13,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use tern_infer::attention::{Dims, KEY_BLOCK, attention as attend};
 use tern_infer::kernels::{
     DenseWeights, Isa, dense_gemm_f32, dense_gemm_i8, int8_peak_macs_per_s, ternary_gemm_f32,
     ternary_gemm_i8,
@@ -142,5 +143,46 @@ fn dense(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, ternary, dense);
+/// Decode attention (one new token) over an f16 cache of `CONTEXT` tokens, in the shapes of the
+/// ~700M model (16 KV heads of 96, MHA) and of 2B4T (5 KV heads of 128, 4 queries each). The
+/// cache is hot (a few hundred KB); in a real decode the weight stream evicts it between
+/// layers. Throughput: cache bytes read.
+fn attention(c: &mut Criterion) {
+    const CONTEXT: usize = 160;
+    let mut g = quick(c, "attention_f16_decode");
+    for (name, heads, kv_heads, hd) in [("700m", 16, 16, 96), ("2b4t", 20, 5, 128)] {
+        let blocks = CONTEXT.div_ceil(KEY_BLOCK);
+        let cache = |len: usize, seed: u64| -> Vec<Vec<half::f16>> {
+            (0..kv_heads)
+                .map(|h| {
+                    bytes(len, seed + h as u64)
+                        .into_iter()
+                        .map(|b| half::f16::from_f32((b as f32 - 128.0) / 64.0))
+                        .collect()
+                })
+                .collect()
+        };
+        let (k, v) = (cache(blocks * KEY_BLOCK * hd, 10), cache(CONTEXT * hd, 50));
+        let q: Vec<f32> = bytes(heads * hd, 4)
+            .into_iter()
+            .map(|b| (b as f32 - 128.0) / 32.0)
+            .collect();
+        let mut out = vec![0f32; q.len()];
+        let d = Dims {
+            heads,
+            kv_heads,
+            head_dim: hd,
+            start: CONTEXT - 1,
+        };
+        g.throughput(Throughput::Bytes((4 * kv_heads * CONTEXT * hd) as u64));
+        for isa in Isa::available() {
+            g.bench_function(BenchmarkId::new(name, isa), |b| {
+                b.iter(|| attend(isa, black_box(&q), &k, &v, &mut out, d))
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, ternary, dense, attention);
 criterion_main!(benches);

@@ -9,6 +9,9 @@ use tern_pack::spec::ModelSpec;
 
 use crate::kernels::Isa;
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
 /// Lanes of the independent accumulators of [`dot`] (enough for one AVX-512 register).
 const LANES: usize = 16;
 
@@ -22,6 +25,12 @@ fn axpy_body(w: f32, x: &[f32], y: &mut [f32]) {
         y[j] += w * x[j];
     }
 }
+
+/// How far ahead of its use the AVX-512 kernel prefetches each KV head's stream, in bytes. A
+/// head's keys and values are short streams (a few KB to a few hundred KB) that the weight
+/// stream of the previous layer has evicted to DRAM: the hardware prefetchers barely ramp up
+/// on them.
+const KV_AHEAD: usize = 4096;
 
 /// Rows of the cache prefetched ahead of the one being read (each head's rows are one
 /// contiguous stream, but short: a few hundred bytes per row).
@@ -54,7 +63,49 @@ pub trait KvElem: Copy + Default + Send + Sync + 'static {
     fn extend(dst: &mut Vec<Self>, src: &[f32]);
     /// One value, narrowed (round to nearest even).
     fn narrow(v: f32) -> Self;
+    /// [`block_body`] by a kernel of `isa` for this element type, if there is one for these
+    /// shapes: false when there is none (nothing was done).
+    fn block_native(
+        isa: Isa,
+        q: &[f32],
+        lens: &[usize],
+        k: &[Self],
+        v: &[Self],
+        scale: f32,
+        out: &mut [f32],
+    ) -> bool;
 }
+
+/// [`KvElem::block_native`] for an element the AVX-512 kernel reads.
+#[inline(always)]
+fn block_native<T: KvElem + NativeLanes>(
+    isa: Isa,
+    q: &[f32],
+    lens: &[usize],
+    k: &[T],
+    v: &[T],
+    scale: f32,
+    out: &mut [f32],
+) -> bool {
+    match isa {
+        // SAFETY: an AVX-512 `Isa` is only constructed for CPUs that run it; `block` checks
+        // the shapes before any unsafe access.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 | Isa::Avx512Vnni => unsafe { avx512::block(q, lens, k, v, scale, out) },
+        _ => {
+            let _ = (q, lens, k, v, scale, out);
+            false
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+use avx512::Lanes as NativeLanes;
+/// Off x86 there is no native kernel: every element qualifies vacuously.
+#[cfg(not(target_arch = "x86_64"))]
+trait NativeLanes {}
+#[cfg(not(target_arch = "x86_64"))]
+impl<T> NativeLanes for T {}
 
 impl KvElem for f32 {
     #[inline(always)]
@@ -66,6 +117,17 @@ impl KvElem for f32 {
     }
     fn narrow(v: f32) -> f32 {
         v
+    }
+    fn block_native(
+        isa: Isa,
+        q: &[f32],
+        lens: &[usize],
+        k: &[f32],
+        v: &[f32],
+        scale: f32,
+        out: &mut [f32],
+    ) -> bool {
+        block_native(isa, q, lens, k, v, scale, out)
     }
 }
 
@@ -94,6 +156,17 @@ impl KvElem for f16 {
     }
     fn narrow(v: f32) -> f16 {
         f16::from_f32(v)
+    }
+    fn block_native(
+        isa: Isa,
+        q: &[f32],
+        lens: &[usize],
+        k: &[f16],
+        v: &[f16],
+        scale: f32,
+        out: &mut [f32],
+    ) -> bool {
+        block_native(isa, q, lens, k, v, scale, out)
     }
 }
 
@@ -153,7 +226,7 @@ fn widen_f16_avx512(src: &[f16], dst: &mut [f32]) {
 }
 
 /// Tokens per block of the key cache (stored `[hd, KEY_BLOCK]`, dimension-major).
-pub(crate) const KEY_BLOCK: usize = 16;
+pub const KEY_BLOCK: usize = 16;
 
 /// Most queries attended together: they share every widened key and value row (the heads of
 /// one KV group, times a block of prompt tokens).
@@ -330,7 +403,11 @@ fn block<T: KvElem>(
         // SAFETY: an `Isa` other than Generic is only constructed for CPUs that run it
         // (`Isa::available`), and the bodies are safe Rust.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 | Isa::Avx512Vnni => unsafe { block_avx512(isa, q, lens, k, v, scale, out) },
+        Isa::Avx512 | Isa::Avx512Vnni => {
+            if !T::block_native(isa, q, lens, k, v, scale, out) {
+                unsafe { block_avx512(isa, q, lens, k, v, scale, out) }
+            }
+        }
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { block_avx2(isa, q, lens, k, v, scale, out) },
         _ => block_body(isa, q, lens, k, v, scale, out),
@@ -606,182 +683,4 @@ pub fn quantize_i8(isa: Isa, x: &[f32], out: &mut [i8]) -> (f32, i32) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tern_pack::init::SplitMix64;
-    use tern_pack::quant::quantize_activations_i8;
-
-    #[test]
-    fn f16_widening_is_exact_for_every_value() {
-        for h in 0..=u16::MAX {
-            let (want, got) = (f16::from_bits(h).to_f32(), widen_f16(h));
-            assert!(
-                want.to_bits() == got.to_bits() || (want.is_nan() && got.is_nan()),
-                "{h:#06x}"
-            );
-        }
-    }
-
-    #[test]
-    fn quantizer_equals_the_reference_on_every_isa() {
-        let mut rng = SplitMix64::new(3);
-        for k in [1, 7, 64, 1000, 2560] {
-            let mut x = vec![0f32; k];
-            rng.fill_normal(&mut x, 1.5);
-            // Values exactly on rounding ties of the scale.
-            x[0] = 3.0;
-            let mut want = vec![0i8; k];
-            let s = quantize_activations_i8(&x, &mut want);
-            for isa in Isa::available() {
-                let mut got = vec![0i8; k];
-                let (gs, sum) = quantize_i8(isa, &x, &mut got);
-                assert_eq!((gs, &got), (s, &want), "{isa:?} k={k}");
-                assert_eq!(sum, want.iter().map(|&c| c as i32).sum::<i32>());
-            }
-        }
-    }
-
-    /// Float budget of attention outputs between instruction sets (summation order only).
-    const ATTENTION_ABS_BUDGET: f32 = 1e-5;
-    /// With an f16 cache (unit values: f16 keeps ~3 decimal digits).
-    const F16_KV_ABS_BUDGET: f32 = 1e-2;
-
-    /// Token-major `[tokens, kv_heads · hd]` rows split into the cache's per-head streams.
-    fn split<T: KvElem>(x: &[f32], kv_heads: usize, hd: usize) -> Vec<Vec<T>> {
-        let mut heads = vec![Vec::new(); kv_heads];
-        append(&mut heads, x, hd);
-        heads
-    }
-
-    /// The same, keys in the cache's block layout.
-    fn split_keys<T: KvElem>(x: &[f32], kv_heads: usize, hd: usize) -> Vec<Vec<T>> {
-        let mut heads = vec![Vec::new(); kv_heads];
-        append_keys(&mut heads, x, hd, 0);
-        heads
-    }
-
-    /// Attention in f64 with a two-pass softmax: the reference of every instruction set.
-    fn reference(q: &[f32], k: &[f32], v: &[f32], d: Dims) -> Vec<f32> {
-        let hd = d.head_dim;
-        let (qd, kd) = (d.heads * hd, d.kv_heads * hd);
-        let group = d.heads / d.kv_heads;
-        let n = q.len() / qd;
-        let mut out = vec![0f32; q.len()];
-        for i in 0..n {
-            for h in 0..d.heads {
-                let qi = &q[i * qd + h * hd..][..hd];
-                let off = (h / group) * hd;
-                let len = d.start + i + 1;
-                let s: Vec<f64> = (0..len)
-                    .map(|t| {
-                        let kt = &k[t * kd + off..][..hd];
-                        qi.iter()
-                            .zip(kt)
-                            .map(|(a, b)| *a as f64 * *b as f64)
-                            .sum::<f64>()
-                            / (hd as f64).sqrt()
-                    })
-                    .collect();
-                let max = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                let e: Vec<f64> = s.iter().map(|x| (x - max).exp()).collect();
-                let sum: f64 = e.iter().sum();
-                for c in 0..hd {
-                    let acc: f64 = (0..len).map(|t| e[t] * v[t * kd + off + c] as f64).sum();
-                    out[i * qd + h * hd + c] = (acc / sum) as f32;
-                }
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn exp_is_within_two_ulp_of_the_library() {
-        let mut x = 0f32;
-        while x > -87.0 {
-            let (want, got) = (x.exp(), exp_le0(x));
-            let ulp = (want.to_bits() as i64 - got.to_bits() as i64).abs();
-            assert!(ulp <= 2, "exp({x}) = {got}, want {want}");
-            x -= 0.000_731;
-        }
-        assert_eq!(exp_le0(-100.0), 0.0);
-        assert_eq!(exp_le0(0.0), 1.0);
-    }
-
-    #[test]
-    fn attention_equals_the_f64_reference_on_every_isa() {
-        let mut rng = SplitMix64::new(7);
-        // MHA (blocks of 16 tokens), GQA groups of 4 (2B4T), a group of 16 (one token per
-        // block); prefills of 1..40 tokens after 0 or 9 cached ones.
-        for (heads, kv_heads, hd) in [(3, 3, 24), (8, 2, 40), (16, 1, 16)] {
-            for (start, n) in [(0, 1), (0, 37), (9, 1), (9, 40)] {
-                let d = Dims {
-                    heads,
-                    kv_heads,
-                    head_dim: hd,
-                    start,
-                };
-                let mut q = vec![0f32; n * heads * hd];
-                let mut k = vec![0f32; (start + n) * kv_heads * hd];
-                let mut v = k.clone();
-                rng.fill_normal(&mut q, 1.0);
-                rng.fill_normal(&mut k, 1.0);
-                rng.fill_normal(&mut v, 1.0);
-                let want = reference(&q, &k, &v, d);
-                for isa in Isa::available() {
-                    let mut got = vec![0f32; q.len()];
-                    let (ks, vs) = (
-                        split_keys::<f32>(&k, kv_heads, hd),
-                        split::<f32>(&v, kv_heads, hd),
-                    );
-                    attention(isa, &q, &ks, &vs, &mut got, d);
-                    let err = got
-                        .iter()
-                        .zip(&want)
-                        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-                    assert!(
-                        err <= ATTENTION_ABS_BUDGET,
-                        "{isa:?} heads {heads}/{kv_heads} start {start} n {n}: {err}"
-                    );
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn attention_agrees_across_isas() {
-        let mut rng = SplitMix64::new(5);
-        let d = Dims {
-            heads: 4,
-            kv_heads: 2,
-            head_dim: 40,
-            start: 9,
-        };
-        let n = 3;
-        let mut q = vec![0f32; n * 4 * 40];
-        let mut k = vec![0f32; (9 + n) * 2 * 40];
-        let mut v = k.clone();
-        rng.fill_normal(&mut q, 1.0);
-        rng.fill_normal(&mut k, 1.0);
-        rng.fill_normal(&mut v, 1.0);
-        let mut want = vec![0f32; q.len()];
-        let (k16, v16) = (split_keys::<f16>(&k, 2, 40), split::<f16>(&v, 2, 40));
-        let (k, v) = (split_keys::<f32>(&k, 2, 40), split::<f32>(&v, 2, 40));
-        attention(Isa::Generic, &q, &k, &v, &mut want, d);
-        for isa in Isa::available() {
-            let mut got = vec![0f32; q.len()];
-            attention(isa, &q, &k, &v, &mut got, d);
-            let err = got
-                .iter()
-                .zip(&want)
-                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-            assert!(err <= ATTENTION_ABS_BUDGET, "{isa:?}: {err}");
-            // f16 keys and values: rounding of the cache dominates.
-            attention(isa, &q, &k16, &v16, &mut got, d);
-            let err = got
-                .iter()
-                .zip(&want)
-                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-            assert!(err <= F16_KV_ABS_BUDGET, "{isa:?} f16: {err}");
-        }
-    }
-}
+mod tests;

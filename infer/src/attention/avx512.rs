@@ -1,0 +1,270 @@
+//! AVX-512 attention of a block of queries against one KV head, for head widths that are a
+//! whole number of 16-lane registers (64, 96, 128, ...; others take the generic body).
+//!
+//! * **Scores**: a key block is `[hd, 16]` (dimension-major), so one register holds dimension
+//!   `d` of sixteen keys, widened straight from the cache and multiplied by the broadcast query
+//!   value: queries go four at a time, each in its own register; a lone query (decode without
+//!   GQA) splits the dimensions over four registers instead, so that no chain of `hd`
+//!   dependent multiply-adds forms.
+//! * **Values**: each value row is widened once per pass and feeds every query of the pass;
+//!   the outputs stay in registers for the whole pass (`Q` queries × `C` registers of 16).
+//! * Each head's keys and values are prefetched `KV_AHEAD` bytes ahead: they are short streams
+//!   that the weight stream of the previous layer has evicted to DRAM.
+
+use std::arch::x86_64::*;
+
+use half::f16;
+
+use super::{KEY_BLOCK, KV_AHEAD, MAX_QUERIES, softmax_numerators};
+
+/// A cache element the AVX-512 kernel loads sixteen at a time.
+pub(super) trait Lanes: Copy {
+    /// Sixteen values from `p`, widened.
+    unsafe fn load16(p: *const Self) -> __m512;
+}
+
+impl Lanes for f32 {
+    #[inline(always)]
+    unsafe fn load16(p: *const f32) -> __m512 {
+        unsafe { _mm512_loadu_ps(p) }
+    }
+}
+
+impl Lanes for f16 {
+    #[inline(always)]
+    unsafe fn load16(p: *const f16) -> __m512 {
+        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())) }
+    }
+}
+
+/// Prefetches the lines of `bytes` bytes from `p` into L1.
+#[inline(always)]
+unsafe fn prefetch<T>(p: *const T, bytes: usize) {
+    for off in (0..bytes).step_by(64) {
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>().wrapping_add(off)) };
+    }
+}
+
+/// Attention of `lens.len()` queries (`q`, `[m, hd]`) against one KV head, as
+/// `super::block_body` computes it. Returns `false` (and does nothing) when the head width is
+/// not one this kernel handles.
+///
+/// # Safety
+/// The CPU runs AVX-512F; `k` holds `ceil(max lens / 16)` key blocks and `v` `max lens` rows.
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+pub(super) unsafe fn block<T: Lanes>(
+    q: &[f32],
+    lens: &[usize],
+    k: &[T],
+    v: &[T],
+    scale: f32,
+    out: &mut [f32],
+) -> bool {
+    let m = lens.len();
+    let hd = q.len() / m.max(1);
+    unsafe {
+        match hd {
+            64 => run::<T, 4>(q, lens, k, v, scale, out),
+            80 => run::<T, 5>(q, lens, k, v, scale, out),
+            96 => run::<T, 6>(q, lens, k, v, scale, out),
+            128 => run::<T, 8>(q, lens, k, v, scale, out),
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// [`block`] for `hd = 16 · C`.
+#[inline(always)]
+unsafe fn run<T: Lanes, const C: usize>(
+    q: &[f32],
+    lens: &[usize],
+    k: &[T],
+    v: &[T],
+    scale: f32,
+    out: &mut [f32],
+) {
+    let (m, hd) = (lens.len(), 16 * C);
+    let longest = lens.iter().copied().max().unwrap_or(0);
+    let blocks = longest.div_ceil(KEY_BLOCK);
+    assert!(
+        m <= MAX_QUERIES
+            && q.len() == m * hd
+            && out.len() == q.len()
+            && k.len() >= blocks * KEY_BLOCK * hd
+            && v.len() >= longest * hd,
+        "attention block shapes"
+    );
+    let size = std::mem::size_of::<T>();
+    let (kb, ahead) = (KEY_BLOCK * hd, KV_AHEAD / size);
+    // Softmax weights, `[m, longest]`, zero past each query's length.
+    let mut p = vec![0f32; m * longest];
+    unsafe {
+        prefetch(k.as_ptr(), (blocks * kb).min(ahead) * size);
+        for b in 0..blocks {
+            let kp = k.as_ptr().add(b * kb);
+            if (b * kb + ahead) < k.len() {
+                prefetch(kp.add(ahead), (k.len() - b * kb - ahead).min(kb) * size);
+            }
+            let t0 = b * KEY_BLOCK;
+            let mut store = |j: usize, s: __m512| {
+                let live = lens[j].saturating_sub(t0).min(KEY_BLOCK);
+                let dst = p.as_mut_ptr().add(j * longest + t0);
+                _mm512_mask_storeu_ps(dst, ((1u32 << live) - 1) as u16, s);
+            };
+            if m == 1 {
+                let mut a = [_mm512_setzero_ps(); 4];
+                for d in (0..hd).step_by(4) {
+                    for (u, a) in a.iter_mut().enumerate() {
+                        let kd = T::load16(kp.add((d + u) * KEY_BLOCK));
+                        *a = _mm512_fmadd_ps(_mm512_set1_ps(q[d + u]), kd, *a);
+                    }
+                }
+                let s = _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3]));
+                store(0, _mm512_mul_ps(s, _mm512_set1_ps(scale)));
+                continue;
+            }
+            for j0 in (0..m).step_by(4) {
+                // Up to four queries; missing ones repeat the first and are not stored.
+                let js = [
+                    j0,
+                    (j0 + 1).min(m - 1),
+                    (j0 + 2).min(m - 1),
+                    (j0 + 3).min(m - 1),
+                ];
+                let mut a = [_mm512_setzero_ps(); 4];
+                for d in 0..hd {
+                    let kd = T::load16(kp.add(d * KEY_BLOCK));
+                    for (a, &j) in a.iter_mut().zip(&js) {
+                        *a = _mm512_fmadd_ps(_mm512_set1_ps(q[j * hd + d]), kd, *a);
+                    }
+                }
+                for (u, a) in a.iter().enumerate().take(m - j0) {
+                    store(j0 + u, _mm512_mul_ps(*a, _mm512_set1_ps(scale)));
+                }
+            }
+        }
+        for (j, &len) in lens.iter().enumerate() {
+            let row = &mut p[j * longest..j * longest + len];
+            let inv = 1.0 / softmax_numerators(row);
+            for w in row.iter_mut() {
+                *w *= inv;
+            }
+        }
+        if m == 1 {
+            values::<T, C, 1>(&p, longest, [0; 4], v, out);
+        } else {
+            for j0 in (0..m).step_by(4) {
+                let js = [
+                    j0,
+                    (j0 + 1).min(m - 1),
+                    (j0 + 2).min(m - 1),
+                    (j0 + 3).min(m - 1),
+                ];
+                let mut o = [0f32; 4 * 128];
+                if C <= 4 {
+                    values::<T, C, 4>(&p, longest, js, v, &mut o[..4 * hd]);
+                } else {
+                    // Two passes of half the registers each: 4 × 8 outputs would not fit.
+                    values_half::<T, C>(&p, longest, js, v, &mut o[..4 * hd]);
+                }
+                for u in 0..(m - j0).min(4) {
+                    out[(j0 + u) * hd..(j0 + u + 1) * hd].copy_from_slice(&o[u * hd..(u + 1) * hd]);
+                }
+            }
+        }
+    }
+}
+
+/// Two [`values`] passes over registers `0..C/2` and `C/2..C` of every row.
+#[inline(always)]
+unsafe fn values_half<T: Lanes, const C: usize>(
+    p: &[f32],
+    longest: usize,
+    js: [usize; 4],
+    v: &[T],
+    out: &mut [f32],
+) {
+    let hd = 16 * C;
+    let (lo, hi) = (C / 2, C - C / 2);
+    let mut a = vec![0f32; 4 * 16 * lo];
+    let mut b = vec![0f32; 4 * 16 * hi];
+    unsafe {
+        match (lo, hi) {
+            (4, 4) => {
+                values_at::<T, 4, 4>(p, longest, js, v, hd, 0, &mut a);
+                values_at::<T, 4, 4>(p, longest, js, v, hd, 64, &mut b);
+            }
+            (3, 3) => {
+                values_at::<T, 3, 4>(p, longest, js, v, hd, 0, &mut a);
+                values_at::<T, 3, 4>(p, longest, js, v, hd, 48, &mut b);
+            }
+            (2, 3) => {
+                values_at::<T, 2, 4>(p, longest, js, v, hd, 0, &mut a);
+                values_at::<T, 3, 4>(p, longest, js, v, hd, 32, &mut b);
+            }
+            _ => unreachable!("C is 5, 6 or 8 here"),
+        }
+    }
+    for u in 0..4 {
+        out[u * hd..u * hd + 16 * lo].copy_from_slice(&a[u * 16 * lo..(u + 1) * 16 * lo]);
+        out[u * hd + 16 * lo..(u + 1) * hd].copy_from_slice(&b[u * 16 * hi..(u + 1) * 16 * hi]);
+    }
+}
+
+/// `out[u] = Σ_t p[js[u], t] · v[t]` for the `Q` queries `js[..Q]` (`out` is `[Q, 16 · C]`).
+#[inline(always)]
+unsafe fn values<T: Lanes, const C: usize, const Q: usize>(
+    p: &[f32],
+    longest: usize,
+    js: [usize; 4],
+    v: &[T],
+    out: &mut [f32],
+) {
+    unsafe { values_at::<T, C, Q>(p, longest, js, v, 16 * C, 0, out) }
+}
+
+/// [`values`] over the `C` registers of each row from dimension `d0` (rows `hd` wide).
+#[inline(always)]
+unsafe fn values_at<T: Lanes, const C: usize, const Q: usize>(
+    p: &[f32],
+    longest: usize,
+    js: [usize; 4],
+    v: &[T],
+    hd: usize,
+    d0: usize,
+    out: &mut [f32],
+) {
+    assert!(out.len() >= Q * 16 * C && d0 + 16 * C <= hd && v.len() >= longest * hd);
+    assert!(js[..Q].iter().all(|&j| (j + 1) * longest <= p.len()));
+    let size = std::mem::size_of::<T>();
+    let ahead = KV_AHEAD / size / hd;
+    unsafe {
+        let vp = v.as_ptr();
+        if d0 == 0 {
+            prefetch(vp, (ahead * hd).min(longest * hd) * size);
+        }
+        let mut acc = [[_mm512_setzero_ps(); C]; Q];
+        for t in 0..longest {
+            if d0 == 0 && t + ahead < longest {
+                prefetch(vp.add((t + ahead) * hd), hd * size);
+            }
+            let row = vp.add(t * hd + d0);
+            let mut w = [_mm512_setzero_ps(); Q];
+            for (w, &j) in w.iter_mut().zip(&js) {
+                *w = _mm512_set1_ps(*p.get_unchecked(j * longest + t));
+            }
+            for c in 0..C {
+                let x = T::load16(row.add(16 * c));
+                for (acc, w) in acc.iter_mut().zip(&w) {
+                    acc[c] = _mm512_fmadd_ps(*w, x, acc[c]);
+                }
+            }
+        }
+        for (u, acc) in acc.iter().enumerate() {
+            for (c, a) in acc.iter().enumerate() {
+                _mm512_storeu_ps(out.as_mut_ptr().add(u * 16 * C + 16 * c), *a);
+            }
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Attention and quantizer tests: against an f64 reference, across instruction sets.
+
+use super::*;
+use tern_pack::init::SplitMix64;
+use tern_pack::quant::quantize_activations_i8;
+
+#[test]
+fn f16_widening_is_exact_for_every_value() {
+    for h in 0..=u16::MAX {
+        let (want, got) = (f16::from_bits(h).to_f32(), widen_f16(h));
+        assert!(
+            want.to_bits() == got.to_bits() || (want.is_nan() && got.is_nan()),
+            "{h:#06x}"
+        );
+    }
+}
+
+#[test]
+fn quantizer_equals_the_reference_on_every_isa() {
+    let mut rng = SplitMix64::new(3);
+    for k in [1, 7, 64, 1000, 2560] {
+        let mut x = vec![0f32; k];
+        rng.fill_normal(&mut x, 1.5);
+        // Values exactly on rounding ties of the scale.
+        x[0] = 3.0;
+        let mut want = vec![0i8; k];
+        let s = quantize_activations_i8(&x, &mut want);
+        for isa in Isa::available() {
+            let mut got = vec![0i8; k];
+            let (gs, sum) = quantize_i8(isa, &x, &mut got);
+            assert_eq!((gs, &got), (s, &want), "{isa:?} k={k}");
+            assert_eq!(sum, want.iter().map(|&c| c as i32).sum::<i32>());
+        }
+    }
+}
+
+/// Float budget of attention outputs between instruction sets (summation order only).
+const ATTENTION_ABS_BUDGET: f32 = 1e-5;
+/// With an f16 cache (unit values: f16 keeps ~3 decimal digits).
+const F16_KV_ABS_BUDGET: f32 = 1e-2;
+
+/// Token-major `[tokens, kv_heads · hd]` rows split into the cache's per-head streams.
+fn split<T: KvElem>(x: &[f32], kv_heads: usize, hd: usize) -> Vec<Vec<T>> {
+    let mut heads = vec![Vec::new(); kv_heads];
+    append(&mut heads, x, hd);
+    heads
+}
+
+/// The same, keys in the cache's block layout.
+fn split_keys<T: KvElem>(x: &[f32], kv_heads: usize, hd: usize) -> Vec<Vec<T>> {
+    let mut heads = vec![Vec::new(); kv_heads];
+    append_keys(&mut heads, x, hd, 0);
+    heads
+}
+
+/// Attention in f64 with a two-pass softmax: the reference of every instruction set.
+fn reference(q: &[f32], k: &[f32], v: &[f32], d: Dims) -> Vec<f32> {
+    let hd = d.head_dim;
+    let (qd, kd) = (d.heads * hd, d.kv_heads * hd);
+    let group = d.heads / d.kv_heads;
+    let n = q.len() / qd;
+    let mut out = vec![0f32; q.len()];
+    for i in 0..n {
+        for h in 0..d.heads {
+            let qi = &q[i * qd + h * hd..][..hd];
+            let off = (h / group) * hd;
+            let len = d.start + i + 1;
+            let s: Vec<f64> = (0..len)
+                .map(|t| {
+                    let kt = &k[t * kd + off..][..hd];
+                    qi.iter()
+                        .zip(kt)
+                        .map(|(a, b)| *a as f64 * *b as f64)
+                        .sum::<f64>()
+                        / (hd as f64).sqrt()
+                })
+                .collect();
+            let max = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = s.iter().map(|x| (x - max).exp()).collect();
+            let sum: f64 = e.iter().sum();
+            for c in 0..hd {
+                let acc: f64 = (0..len).map(|t| e[t] * v[t * kd + off + c] as f64).sum();
+                out[i * qd + h * hd + c] = (acc / sum) as f32;
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn exp_is_within_two_ulp_of_the_library() {
+    let mut x = 0f32;
+    while x > -87.0 {
+        let (want, got) = (x.exp(), exp_le0(x));
+        let ulp = (want.to_bits() as i64 - got.to_bits() as i64).abs();
+        assert!(ulp <= 2, "exp({x}) = {got}, want {want}");
+        x -= 0.000_731;
+    }
+    assert_eq!(exp_le0(-100.0), 0.0);
+    assert_eq!(exp_le0(0.0), 1.0);
+}
+
+#[test]
+fn attention_equals_the_f64_reference_on_every_isa() {
+    let mut rng = SplitMix64::new(7);
+    // MHA (blocks of 16 tokens), GQA groups of 4 (2B4T), a group of 16 (one token per
+    // block); prefills of 1..40 tokens after 0 or 9 cached ones.
+    for (heads, kv_heads, hd) in [
+        (3, 3, 24),
+        (8, 2, 40),
+        (16, 1, 16),
+        (2, 2, 96),
+        (8, 2, 128),
+        (12, 3, 64),
+        (5, 1, 80),
+    ] {
+        for (start, n) in [(0, 1), (0, 37), (9, 1), (9, 40)] {
+            let d = Dims {
+                heads,
+                kv_heads,
+                head_dim: hd,
+                start,
+            };
+            let mut q = vec![0f32; n * heads * hd];
+            let mut k = vec![0f32; (start + n) * kv_heads * hd];
+            let mut v = k.clone();
+            rng.fill_normal(&mut q, 1.0);
+            rng.fill_normal(&mut k, 1.0);
+            rng.fill_normal(&mut v, 1.0);
+            let want = reference(&q, &k, &v, d);
+            for isa in Isa::available() {
+                let mut got = vec![0f32; q.len()];
+                let (ks, vs) = (
+                    split_keys::<f32>(&k, kv_heads, hd),
+                    split::<f32>(&v, kv_heads, hd),
+                );
+                attention(isa, &q, &ks, &vs, &mut got, d);
+                let err = got
+                    .iter()
+                    .zip(&want)
+                    .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                assert!(
+                    err <= ATTENTION_ABS_BUDGET,
+                    "{isa:?} heads {heads}/{kv_heads} start {start} n {n}: {err}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn attention_agrees_across_isas() {
+    let mut rng = SplitMix64::new(5);
+    // A width the AVX-512 kernel takes (64) and one it leaves to the generic body (40).
+    for hd in [40, 64] {
+        let d = Dims {
+            heads: 4,
+            kv_heads: 2,
+            head_dim: hd,
+            start: 9,
+        };
+        let n = 3;
+        let mut q = vec![0f32; n * 4 * hd];
+        let mut k = vec![0f32; (9 + n) * 2 * hd];
+        let mut v = k.clone();
+        rng.fill_normal(&mut q, 1.0);
+        rng.fill_normal(&mut k, 1.0);
+        rng.fill_normal(&mut v, 1.0);
+        let mut want = vec![0f32; q.len()];
+        let (k16, v16) = (split_keys::<f16>(&k, 2, hd), split::<f16>(&v, 2, hd));
+        let (k, v) = (split_keys::<f32>(&k, 2, hd), split::<f32>(&v, 2, hd));
+        attention(Isa::Generic, &q, &k, &v, &mut want, d);
+        let mut want16 = vec![0f32; q.len()];
+        attention(Isa::Generic, &q, &k16, &v16, &mut want16, d);
+        for isa in Isa::available() {
+            let mut got = vec![0f32; q.len()];
+            attention(isa, &q, &k, &v, &mut got, d);
+            let err = got
+                .iter()
+                .zip(&want)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(err <= ATTENTION_ABS_BUDGET, "{isa:?} hd {hd}: {err}");
+            // f16 keys and values: rounding of the cache dominates the distance to the f32
+            // cache; against the generic body on the same f16 cache, only the order of
+            // the sums differs.
+            attention(isa, &q, &k16, &v16, &mut got, d);
+            let err = got
+                .iter()
+                .zip(&want)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(err <= F16_KV_ABS_BUDGET, "{isa:?} hd {hd} f16: {err}");
+            let err = got
+                .iter()
+                .zip(&want16)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                err <= ATTENTION_ABS_BUDGET,
+                "{isa:?} hd {hd} f16 vs generic: {err}"
+            );
+        }
+    }
+}
