@@ -37,6 +37,13 @@ impl Lanes for f16 {
     }
 }
 
+/// Queries `j0 .. j0 + 4`, the missing ones (past `m`) replaced by the last: they are computed
+/// but never stored.
+#[inline(always)]
+fn quad(j0: usize, m: usize) -> [usize; 4] {
+    [0, 1, 2, 3].map(|u| (j0 + u).min(m - 1))
+}
+
 /// Prefetches the lines of `bytes` bytes from `p` into L1.
 #[inline(always)]
 unsafe fn prefetch<T>(p: *const T, bytes: usize) {
@@ -125,13 +132,7 @@ unsafe fn run<T: Lanes, const C: usize>(
                 continue;
             }
             for j0 in (0..m).step_by(4) {
-                // Up to four queries; missing ones repeat the first and are not stored.
-                let js = [
-                    j0,
-                    (j0 + 1).min(m - 1),
-                    (j0 + 2).min(m - 1),
-                    (j0 + 3).min(m - 1),
-                ];
+                let js = quad(j0, m);
                 let mut a = [_mm512_setzero_ps(); 4];
                 for d in 0..hd {
                     let kd = T::load16(kp.add(d * KEY_BLOCK));
@@ -155,12 +156,7 @@ unsafe fn run<T: Lanes, const C: usize>(
             values::<T, C, 1>(&p, longest, [0; 4], v, out);
         } else {
             for j0 in (0..m).step_by(4) {
-                let js = [
-                    j0,
-                    (j0 + 1).min(m - 1),
-                    (j0 + 2).min(m - 1),
-                    (j0 + 3).min(m - 1),
-                ];
+                let js = quad(j0, m);
                 let mut o = [0f32; 4 * 128];
                 if C <= 4 {
                     values::<T, C, 4>(&p, longest, js, v, &mut o[..4 * hd]);

@@ -4,6 +4,11 @@ use super::*;
 use tern_pack::init::SplitMix64;
 use tern_pack::quant::quantize_activations_i8;
 
+/// The largest absolute difference between two equally long vectors.
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+}
+
 #[test]
 fn f16_widening_is_exact_for_every_value() {
     for h in 0..=u16::MAX {
@@ -135,10 +140,7 @@ fn attention_equals_the_f64_reference_on_every_isa() {
                     split::<f32>(&v, kv_heads, hd),
                 );
                 attention(isa, &q, &ks, &vs, &mut got, d);
-                let err = got
-                    .iter()
-                    .zip(&want)
-                    .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                let err = max_abs_diff(&got, &want);
                 assert!(
                     err <= ATTENTION_ABS_BUDGET,
                     "{isa:?} heads {heads}/{kv_heads} start {start} n {n}: {err}"
@@ -175,24 +177,15 @@ fn attention_agrees_across_isas() {
         for isa in Isa::available() {
             let mut got = vec![0f32; q.len()];
             attention(isa, &q, &k, &v, &mut got, d);
-            let err = got
-                .iter()
-                .zip(&want)
-                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            let err = max_abs_diff(&got, &want);
             assert!(err <= ATTENTION_ABS_BUDGET, "{isa:?} hd {hd}: {err}");
             // f16 keys and values: rounding of the cache dominates the distance to the f32
             // cache; against the generic body on the same f16 cache, only the order of
             // the sums differs.
             attention(isa, &q, &k16, &v16, &mut got, d);
-            let err = got
-                .iter()
-                .zip(&want)
-                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            let err = max_abs_diff(&got, &want);
             assert!(err <= F16_KV_ABS_BUDGET, "{isa:?} hd {hd} f16: {err}");
-            let err = got
-                .iter()
-                .zip(&want16)
-                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            let err = max_abs_diff(&got, &want16);
             assert!(
                 err <= ATTENTION_ABS_BUDGET,
                 "{isa:?} hd {hd} f16 vs generic: {err}"
