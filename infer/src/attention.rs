@@ -63,49 +63,13 @@ pub trait KvElem: Copy + Default + Send + Sync + 'static {
     fn extend(dst: &mut Vec<Self>, src: &[f32]);
     /// One value, narrowed (round to nearest even).
     fn narrow(v: f32) -> Self;
-    /// [`block_body`] by a kernel of `isa` for this element type, if there is one for these
-    /// shapes: false when there is none (nothing was done).
-    fn block_native(
-        isa: Isa,
-        q: &[f32],
-        lens: &[usize],
-        k: &[Self],
-        v: &[Self],
-        scale: f32,
-        out: &mut [f32],
-    ) -> bool;
+    /// Sixteen values from `p`, widened (the AVX-512 kernel's load).
+    ///
+    /// # Safety
+    /// The CPU runs AVX-512F (and F16C); sixteen values are readable from `p`.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512;
 }
-
-/// [`KvElem::block_native`] for an element the AVX-512 kernel reads.
-#[inline(always)]
-fn block_native<T: KvElem + NativeLanes>(
-    isa: Isa,
-    q: &[f32],
-    lens: &[usize],
-    k: &[T],
-    v: &[T],
-    scale: f32,
-    out: &mut [f32],
-) -> bool {
-    match isa {
-        // SAFETY: an AVX-512 `Isa` is only constructed for CPUs that run it; `block` checks
-        // the shapes before any unsafe access.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 | Isa::Avx512Vnni => unsafe { avx512::block(q, lens, k, v, scale, out) },
-        _ => {
-            let _ = (q, lens, k, v, scale, out);
-            false
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-use avx512::Lanes as NativeLanes;
-/// Off x86 there is no native kernel: every element qualifies vacuously.
-#[cfg(not(target_arch = "x86_64"))]
-trait NativeLanes {}
-#[cfg(not(target_arch = "x86_64"))]
-impl<T> NativeLanes for T {}
 
 impl KvElem for f32 {
     #[inline(always)]
@@ -118,16 +82,10 @@ impl KvElem for f32 {
     fn narrow(v: f32) -> f32 {
         v
     }
-    fn block_native(
-        isa: Isa,
-        q: &[f32],
-        lens: &[usize],
-        k: &[f32],
-        v: &[f32],
-        scale: f32,
-        out: &mut [f32],
-    ) -> bool {
-        block_native(isa, q, lens, k, v, scale, out)
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(p: *const f32) -> std::arch::x86_64::__m512 {
+        unsafe { std::arch::x86_64::_mm512_loadu_ps(p) }
     }
 }
 
@@ -157,16 +115,11 @@ impl KvElem for f16 {
     fn narrow(v: f32) -> f16 {
         f16::from_f32(v)
     }
-    fn block_native(
-        isa: Isa,
-        q: &[f32],
-        lens: &[usize],
-        k: &[f16],
-        v: &[f16],
-        scale: f32,
-        out: &mut [f32],
-    ) -> bool {
-        block_native(isa, q, lens, k, v, scale, out)
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(p: *const f16) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::{_mm256_loadu_si256, _mm512_cvtph_ps};
+        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())) }
     }
 }
 
@@ -401,10 +354,12 @@ fn block<T: KvElem>(
     );
     match isa {
         // SAFETY: an `Isa` other than Generic is only constructed for CPUs that run it
-        // (`Isa::available`), and the bodies are safe Rust.
+        // (`Isa::available`); the bodies are safe Rust, and `avx512::block` checks every
+        // shape before its first unsafe access.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 | Isa::Avx512Vnni => {
-            if !T::block_native(isa, q, lens, k, v, scale, out) {
+            // The kernel of its own for the widths it takes, else the generic body.
+            if !unsafe { avx512::block(q, lens, k, v, scale, out) } {
                 unsafe { block_avx512(isa, q, lens, k, v, scale, out) }
             }
         }

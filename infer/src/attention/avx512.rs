@@ -13,29 +13,7 @@
 
 use std::arch::x86_64::*;
 
-use half::f16;
-
-use super::{KEY_BLOCK, KV_AHEAD, MAX_QUERIES, softmax_numerators};
-
-/// A cache element the AVX-512 kernel loads sixteen at a time.
-pub(super) trait Lanes: Copy {
-    /// Sixteen values from `p`, widened.
-    unsafe fn load16(p: *const Self) -> __m512;
-}
-
-impl Lanes for f32 {
-    #[inline(always)]
-    unsafe fn load16(p: *const f32) -> __m512 {
-        unsafe { _mm512_loadu_ps(p) }
-    }
-}
-
-impl Lanes for f16 {
-    #[inline(always)]
-    unsafe fn load16(p: *const f16) -> __m512 {
-        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())) }
-    }
-}
+use super::{KEY_BLOCK, KV_AHEAD, KvElem, MAX_QUERIES, softmax_numerators};
 
 /// Queries `j0 .. j0 + 4`, the missing ones (past `m`) replaced by the last: they are computed
 /// but never stored.
@@ -59,7 +37,7 @@ unsafe fn prefetch<T>(p: *const T, bytes: usize) {
 /// # Safety
 /// The CPU runs AVX-512F; `k` holds `ceil(max lens / 16)` key blocks and `v` `max lens` rows.
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-pub(super) unsafe fn block<T: Lanes>(
+pub(super) unsafe fn block<T: KvElem>(
     q: &[f32],
     lens: &[usize],
     k: &[T],
@@ -83,7 +61,7 @@ pub(super) unsafe fn block<T: Lanes>(
 
 /// [`block`] for `hd = 16 · C`.
 #[inline(always)]
-unsafe fn run<T: Lanes, const C: usize>(
+unsafe fn run<T: KvElem, const C: usize>(
     q: &[f32],
     lens: &[usize],
     k: &[T],
@@ -174,7 +152,7 @@ unsafe fn run<T: Lanes, const C: usize>(
 
 /// Two [`values`] passes over registers `0..C/2` and `C/2..C` of every row.
 #[inline(always)]
-unsafe fn values_half<T: Lanes, const C: usize>(
+unsafe fn values_half<T: KvElem, const C: usize>(
     p: &[f32],
     longest: usize,
     js: [usize; 4],
@@ -210,7 +188,7 @@ unsafe fn values_half<T: Lanes, const C: usize>(
 
 /// `out[u] = Σ_t p[js[u], t] · v[t]` for the `Q` queries `js[..Q]` (`out` is `[Q, 16 · C]`).
 #[inline(always)]
-unsafe fn values<T: Lanes, const C: usize, const Q: usize>(
+unsafe fn values<T: KvElem, const C: usize, const Q: usize>(
     p: &[f32],
     longest: usize,
     js: [usize; 4],
@@ -222,7 +200,7 @@ unsafe fn values<T: Lanes, const C: usize, const Q: usize>(
 
 /// [`values`] over the `C` registers of each row from dimension `d0` (rows `hd` wide).
 #[inline(always)]
-unsafe fn values_at<T: Lanes, const C: usize, const Q: usize>(
+unsafe fn values_at<T: KvElem, const C: usize, const Q: usize>(
     p: &[f32],
     longest: usize,
     js: [usize; 4],
