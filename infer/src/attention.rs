@@ -55,6 +55,23 @@ fn prefetch_row<T>(s: &[T], t: usize, len: usize) {
     let _ = (s, t, len);
 }
 
+/// Prefetches the first `KV_AHEAD` bytes of `s` into L2.
+#[inline(always)]
+fn prefetch_start<T>(s: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
+        let bytes = std::mem::size_of_val(s).min(KV_AHEAD);
+        let p = s.as_ptr().cast::<i8>();
+        for off in (0..bytes).step_by(64) {
+            // SAFETY: a prefetch never faults; the address is inside `s` anyway.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(off)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = s;
+}
+
 /// An element type of the KV cache.
 pub trait KvElem: Copy + Default + Send + Sync + 'static {
     /// Widens `src` into `dst` (same length), with the instructions of `isa`.
@@ -418,6 +435,11 @@ pub fn attention<T: KvElem>(
                 qb.extend_from_slice(&q[at..at + group * hd]);
                 lens.extend(std::iter::repeat_n(d.start + i + 1, group));
             }
+            // The next head's first lines, while this one computes (its stream starts cold).
+            if g + 1 < d.kv_heads {
+                prefetch_start(&k[g + 1]);
+                prefetch_start(&v[g + 1]);
+            }
             let mut ob = vec![0f32; qb.len()];
             block(isa, &qb, &lens, &k[g], &v[g], scale, &mut ob);
             (g, i0, ob)
@@ -617,12 +639,6 @@ fn quantize_avx2(x: &[f32], out: &mut [i8]) -> (f32, i32) {
     quantize_body(x, out)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
-fn quantize_avx512(x: &[f32], out: &mut [i8]) -> (f32, i32) {
-    quantize_body(x, out)
-}
-
 /// BitNet's per-token int8 quantizer (exactly `tern_pack::quant::quantize_activations_i8`),
 /// returning `(x_scale, Σ codes)`.
 pub fn quantize_i8(isa: Isa, x: &[f32], out: &mut [i8]) -> (f32, i32) {
@@ -630,7 +646,7 @@ pub fn quantize_i8(isa: Isa, x: &[f32], out: &mut [i8]) -> (f32, i32) {
     match isa {
         // SAFETY: as in `head`.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 | Isa::Avx512Vnni => unsafe { quantize_avx512(x, out) },
+        Isa::Avx512 | Isa::Avx512Vnni => unsafe { avx512::quantize(x, out) },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { quantize_avx2(x, out) },
         _ => quantize_body(x, out),

@@ -21,6 +21,25 @@ fn f16_widening_is_exact_for_every_value() {
 }
 
 #[test]
+fn quantizer_codes_infinities_and_huge_values_as_the_reference() {
+    for x in [
+        vec![f32::INFINITY, 1.0, -2.0, f32::NAN],
+        vec![f32::MAX, -f32::MAX, 1e30, -1e-30, 0.0],
+        vec![0.0; 19],
+        vec![f32::NAN; 17],
+    ] {
+        let mut want = vec![0i8; x.len()];
+        let s = quantize_activations_i8(&x, &mut want);
+        for isa in Isa::available() {
+            let mut got = vec![0i8; x.len()];
+            let (gs, sum) = quantize_i8(isa, &x, &mut got);
+            assert_eq!((gs, &got), (s, &want), "{isa:?} {x:?}");
+            assert_eq!(sum, want.iter().map(|&c| c as i32).sum::<i32>());
+        }
+    }
+}
+
+#[test]
 fn quantizer_equals_the_reference_on_every_isa() {
     let mut rng = SplitMix64::new(3);
     for k in [1, 7, 64, 1000, 2560] {
@@ -28,6 +47,11 @@ fn quantizer_equals_the_reference_on_every_isa() {
         rng.fill_normal(&mut x, 1.5);
         // Values exactly on rounding ties of the scale.
         x[0] = 3.0;
+        if k > 64 {
+            // A NaN (skipped by the maximum, coded 0) and a value on the maximum's tie.
+            x[k / 2] = f32::NAN;
+            x[k - 1] = -x.iter().fold(0f32, |m, v| m.max(v.abs()));
+        }
         let mut want = vec![0i8; k];
         let s = quantize_activations_i8(&x, &mut want);
         for isa in Isa::available() {
