@@ -135,7 +135,7 @@ fn rows_per_task(rows: usize, n: usize) -> usize {
 /// result into `out` (`[n, rows]`) through `finish(row, token, acc)`.
 fn par_rows<T, K, F>(rows: usize, n: usize, out: &mut [f32], kernel: K, finish: F)
 where
-    T: Copy + Default + Send + Sync,
+    T: bytemuck::Pod + Default + Send + Sync,
     K: Fn(usize, usize, &mut [T]) + Sync,
     F: Fn(usize, usize, T) -> f32 + Sync,
 {
@@ -145,13 +145,14 @@ where
     }
     let chunk = rows_per_task(rows, n);
     if n == 1 && std::mem::size_of::<T>() == 4 {
-        // Decode: `[rows, 1]` and `[1, rows]` are the same layout; finish in place.
+        // Decode: `[rows, 1]` and `[1, rows]` are the same layout. The kernel writes its
+        // accumulators straight into the output's bytes (no buffer to allocate and zero per
+        // task), then each is finished in place.
         out.par_chunks_mut(chunk).enumerate().for_each(|(c, o)| {
             let first = c * chunk;
-            let mut acc = vec![T::default(); o.len()];
-            kernel(first, o.len(), &mut acc);
-            for (r, (dst, a)) in o.iter_mut().zip(acc).enumerate() {
-                *dst = finish(first + r, 0, a);
+            kernel(first, o.len(), bytemuck::cast_slice_mut(o));
+            for (r, dst) in o.iter_mut().enumerate() {
+                *dst = finish(first + r, 0, bytemuck::cast(*dst));
             }
         });
         return;

@@ -81,7 +81,8 @@ fn check_ternary_i8(
         .chunks(k)
         .map(|x| x.iter().map(|&v| v as i32).sum())
         .collect();
-    let mut out = vec![0i32; rows * n];
+    // Outputs start as garbage: kernels assign every element (the engine hands them dirty buffers).
+    let mut out = vec![i32::MIN; rows * n];
     ternary_gemm_i8(isa, codec, &packed, k, xs, &sums, n, &mut out);
     for r in 0..rows {
         for i in 0..n {
@@ -176,7 +177,7 @@ fn ternary_f32_is_within_budget() {
                 let packed = codec.encode_matrix(&trits, k).unwrap();
                 for &n in &NS {
                     let xs = rng.f32s(n * k);
-                    let mut out = vec![0.0f32; ROWS * n];
+                    let mut out = vec![f32::NAN; ROWS * n];
                     ternary_gemm_f32(isa, codec, &packed, k, &xs, n, &mut out);
                     for r in 0..ROWS {
                         for i in 0..n {
@@ -207,7 +208,7 @@ fn dense_i8_is_exact() {
             w[..k].fill(-128); // row 0: the extreme that breaks offset tricks
             for &n in &NS {
                 for (what, xs) in activations(&mut rng, n, k) {
-                    let mut out = vec![0i32; ROWS * n];
+                    let mut out = vec![i32::MIN; ROWS * n];
                     dense_gemm_i8(isa, &w, k, &xs, n, &mut out);
                     for r in 0..ROWS {
                         for i in 0..n {
@@ -252,7 +253,7 @@ fn dense_f32_f16_bf16_are_within_budget() {
                         wb16.iter().map(|v| v.to_f32()).collect(),
                     ),
                 ] {
-                    let mut out = vec![0.0f32; ROWS * n];
+                    let mut out = vec![f32::NAN; ROWS * n];
                     dense_gemm_f32(isa, w, k, &xs, n, &mut out);
                     for r in 0..ROWS {
                         for i in 0..n {

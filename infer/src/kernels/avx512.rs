@@ -370,7 +370,11 @@ pub(super) unsafe fn ternary_i8<D: Dot, P: Planes<T>, const T: usize>(
     assert_eq!(out.len() * lay.row_bytes, packed.len() * n);
     unsafe {
         if n == 1 {
-            return matvec::<D, P, T>(pl, &lay, packed, xp, sums[0], out);
+            return if T == 4 {
+                matvec::<D, P, T, 4>(pl, &lay, packed, xp, sums[0], out)
+            } else {
+                matvec::<D, P, T, 3>(pl, &lay, packed, xp, sums[0], out)
+            };
         }
         let mut i0 = 0;
         while i0 < n {
@@ -400,7 +404,7 @@ pub(super) unsafe fn ternary_i8<D: Dot, P: Planes<T>, const T: usize>(
 /// One token: rows in pairs (sharing every activation load), a scaled accumulator per plane
 /// and row, one horizontal sum per row.
 #[inline(always)]
-unsafe fn matvec<D: Dot, P: Planes<T>, const T: usize>(
+unsafe fn matvec<D: Dot, P: Planes<T>, const T: usize, const R: usize>(
     pl: &P,
     lay: &Blocks,
     packed: &[u8],
@@ -409,15 +413,16 @@ unsafe fn matvec<D: Dot, P: Planes<T>, const T: usize>(
     out: &mut [i32],
 ) {
     let rb = lay.row_bytes;
-    let mut pairs = packed.chunks_exact(2 * rb);
-    let mut outs = out.chunks_exact_mut(2);
+    let mut quads = packed.chunks_exact(R * rb);
+    let mut outs = out.chunks_exact_mut(R);
     unsafe {
-        for (rows, o) in (&mut pairs).zip(&mut outs) {
-            let [a, b] = matvec_rows::<D, P, T, 2>(pl, lay, [&rows[..rb], &rows[rb..]], xp);
-            o[0] = a - sum;
-            o[1] = b - sum;
+        for (rows, o) in (&mut quads).zip(&mut outs) {
+            let r = matvec_rows::<D, P, T, R>(pl, lay, std::array::from_fn(|i| &rows[i * rb..(i + 1) * rb]), xp);
+            for (o, r) in o.iter_mut().zip(r) {
+                *o = r - sum;
+            }
         }
-        if let ([o], row) = (outs.into_remainder(), pairs.remainder()) {
+        for (row, o) in quads.remainder().chunks_exact(rb).zip(outs.into_remainder()) {
             *o = matvec_rows::<D, P, T, 1>(pl, lay, [row], xp)[0] - sum;
         }
     }
