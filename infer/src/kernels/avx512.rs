@@ -370,6 +370,8 @@ pub(super) unsafe fn ternary_i8<D: Dot, P: Planes<T>, const T: usize>(
     assert_eq!(out.len() * lay.row_bytes, packed.len() * n);
     unsafe {
         if n == 1 {
+            // Rows per pass: the most whose accumulators and planes fit in registers (measured
+            // on L3-resident rows: 4 rows beat 2 by 10 % at 2 bits, 3 beat 2 by 4 % at 1.6).
             return if T == 4 {
                 matvec::<D, P, T, 4>(pl, &lay, packed, xp, sums[0], out)
             } else {
@@ -401,8 +403,8 @@ pub(super) unsafe fn ternary_i8<D: Dot, P: Planes<T>, const T: usize>(
     }
 }
 
-/// One token: rows in pairs (sharing every activation load), a scaled accumulator per plane
-/// and row, one horizontal sum per row.
+/// One token: `R` rows per pass (sharing every activation load), a scaled accumulator per
+/// plane and row, one horizontal sum per row.
 #[inline(always)]
 unsafe fn matvec<D: Dot, P: Planes<T>, const T: usize, const R: usize>(
     pl: &P,
@@ -417,12 +419,21 @@ unsafe fn matvec<D: Dot, P: Planes<T>, const T: usize, const R: usize>(
     let mut outs = out.chunks_exact_mut(R);
     unsafe {
         for (rows, o) in (&mut quads).zip(&mut outs) {
-            let r = matvec_rows::<D, P, T, R>(pl, lay, std::array::from_fn(|i| &rows[i * rb..(i + 1) * rb]), xp);
+            let r = matvec_rows::<D, P, T, R>(
+                pl,
+                lay,
+                std::array::from_fn(|i| &rows[i * rb..(i + 1) * rb]),
+                xp,
+            );
             for (o, r) in o.iter_mut().zip(r) {
                 *o = r - sum;
             }
         }
-        for (row, o) in quads.remainder().chunks_exact(rb).zip(outs.into_remainder()) {
+        for (row, o) in quads
+            .remainder()
+            .chunks_exact(rb)
+            .zip(outs.into_remainder())
+        {
             *o = matvec_rows::<D, P, T, 1>(pl, lay, [row], xp)[0] - sum;
         }
     }
