@@ -370,10 +370,11 @@ pub(super) unsafe fn ternary_i8<D: Dot, P: Planes<T>, const T: usize>(
     assert_eq!(out.len() * lay.row_bytes, packed.len() * n);
     unsafe {
         if n == 1 {
-            // Rows per pass: the most whose accumulators and planes fit in registers (measured
-            // on L3-resident rows: 4 rows beat 2 by 10 % at 2 bits, 3 beat 2 by 4 % at 1.6).
+            // Rows per pass, as measured on Zen 4. 1.6-bit: three rows beat two by 4 % from L3
+            // and about 1 % in a 700M decode. 2-bit: four rows beat two by 10 % from L3, but
+            // lost 12 % of the 2B4T decode's roofline from DRAM, so pairs stay.
             return if T == 4 {
-                matvec::<D, P, T, 4>(pl, &lay, packed, xp, sums[0], out)
+                matvec::<D, P, T, 2>(pl, &lay, packed, xp, sums[0], out)
             } else {
                 matvec::<D, P, T, 3>(pl, &lay, packed, xp, sums[0], out)
             };
