@@ -6,7 +6,7 @@
 //! * [`model`]: one transformer for BitNet b1.58, TriLM-style ternary Llama and float Llama.
 //! * [`load`]: models from packed checkpoints (zero-copy memory map) or float weights.
 //! * [`generate`], [`sample`]: tokenizer, prefill + decode loop, sampling, stop tokens.
-//! * [`bench`]: throughput, memory and roofline measurements for `tern bench`.
+//! * [`bench`](mod@bench): throughput, memory and roofline measurements for `tern bench`.
 //! * `gpu` (feature `gpu`): the whole forward pass on a GPU through wgpu: WGSL kernels on the
 //!   packed ternary matrices, attention with a GPU KV cache, one submission per token.
 

@@ -11,8 +11,9 @@
 //!   tables (`vpermi2b` on the low 7 bits twice, blended on the top bit) turn each byte into the
 //!   2-bit layout of digits 0..4 plus digit 4 alone: 7 instructions for 5 planes, after which
 //!   the 2-bit rules apply. Prefill looks up only digits 1..4 (of `3q mod 256`) and compares
-//!   for digit 0 instead, which spends fewer shuffles ([`Bits16Lut1`]). Without VBMI ([`Isa::Avx512`](super::Isa)): `m_p = 3^p · q mod 256`
-//!   by byte adds and `d_p = (m_p > 85) + (m_p > 170)` from two unsigned compares.
+//!   for digit 0 instead, which spends fewer shuffles ([`Bits16Lut`]). Without VBMI
+//!   ([`Isa::Avx512`](super::Isa)): `m_p = 3^p · q mod 256` by byte adds and
+//!   `d_p = (m_p > 85) + (m_p > 170)` from two unsigned compares.
 //! * **Dot products**: `vpdpbusd` with VNNI, else `vpmaddubsw` + `vpmaddwd`.
 //!
 //! Several tokens (prefill) share each decoded register: `NB` accumulators, one per token.
@@ -179,16 +180,25 @@ impl Table {
     }
 }
 
-/// The 1.6-bit codec by VBMI table lookups.
+/// The 1.6-bit codec by VBMI table lookups: each block becomes four digits in the 2-bit layout
+/// plus one digit alone.
+///
+/// * `ONE_TABLE = false` (decode): `LOW4[q]` holds digits 0..3 and `DIGIT4[q]` digit 4.
+/// * `ONE_TABLE = true` (prefill): digit `p` of `q` is digit 0 of `m_p = 3^p · q mod 256` (the
+///   multiply-shift rule), so `LOW4[3q mod 256]` holds digits 1..4, and digit 0 is
+///   `(q > 85) + (q > 170)`: half the shuffles for a few more simple byte operations. Measured
+///   on Zen 4 (`cargo bench -p tern-infer --bench kernels -- ternary_i8`): 16-token prefill 175
+///   vs 163 G MAC/s, where the shuffles compete with `vpdpbusd` for ports; decode 16.0 vs
+///   18.2 GiB/s, where every operation counts once per block, so decode keeps two tables.
 #[derive(Clone, Copy)]
-pub(super) struct Bits16Lut {
+pub(super) struct Bits16Lut<const ONE_TABLE: bool> {
     low4: Table,
     digit4: Table,
 }
 
-impl Bits16Lut {
+impl<const ONE_TABLE: bool> Bits16Lut<ONE_TABLE> {
     #[inline(always)]
-    pub(super) unsafe fn new() -> Bits16Lut {
+    pub(super) unsafe fn new() -> Self {
         unsafe {
             Bits16Lut {
                 low4: Table::load(&LOW4),
@@ -197,96 +207,61 @@ impl Bits16Lut {
         }
     }
 
+    /// The four digits in the 2-bit layout, and the lone one (digit 0 or digit 4).
     #[inline(always)]
     unsafe fn split(&self, q: __m512i) -> (__m512i, __m512i) {
         unsafe {
-            let high = _mm512_movepi8_mask(q);
-            (self.low4.lookup(q, high), self.digit4.lookup(q, high))
-        }
-    }
-}
-
-impl Planes<5> for Bits16Lut {
-    #[inline(always)]
-    unsafe fn planes(&self, q: __m512i, scaled: bool) -> [__m512i; 5] {
-        unsafe {
-            let (low4, d4) = self.split(q);
-            let [a, b, c, d] = two_bit_planes(low4, scaled);
-            [a, b, c, d, d4]
-        }
-    }
-    fn shifts(scaled: bool) -> [u32; 5] {
-        if scaled { [0, 2, 4, 6, 0] } else { [0; 5] }
-    }
-    #[inline(always)]
-    unsafe fn two_bit(&self, q: __m512i) -> [(__m512i, u32); 5] {
-        unsafe {
-            let (low4, d4) = self.split(q);
-            [(low4, 0), (low4, 1), (low4, 2), (low4, 3), (d4, 0)]
-        }
-    }
-}
-
-/// The 1.6-bit codec by one VBMI table lookup per block, for prefill.
-///
-/// Digit `p` of `q` is digit 0 of `m_p = 3^p · q mod 256` (the multiply-shift rule), so
-/// `LOW4[3q mod 256]` holds digits 1..4 in the 2-bit layout, and digit 0 is
-/// `(q > 85) + (q > 170)`: half the shuffles of [`Bits16Lut`] for a few more simple byte
-/// operations. Measured on Zen 4 (`cargo bench -p tern-infer --bench kernels -- ternary_i8`):
-/// 16-token prefill 175 vs 163 G MAC/s, where the shuffles compete with `vpdpbusd` for ports;
-/// decode 16.0 vs 18.2 GiB/s, where every operation counts once per block, so decode keeps
-/// [`Bits16Lut`].
-#[derive(Clone, Copy)]
-pub(super) struct Bits16Lut1 {
-    low4: Table,
-}
-
-impl Bits16Lut1 {
-    #[inline(always)]
-    pub(super) unsafe fn new() -> Bits16Lut1 {
-        unsafe {
-            Bits16Lut1 {
-                low4: Table::load(&LOW4),
+            if ONE_TABLE {
+                let m1 = _mm512_add_epi8(q, _mm512_add_epi8(q, q));
+                let one = _mm512_maskz_mov_epi8(
+                    _mm512_cmpgt_epu8_mask(q, _mm512_set1_epi8(85)),
+                    _mm512_set1_epi8(1),
+                );
+                let d0 = _mm512_mask_mov_epi8(
+                    one,
+                    _mm512_cmpgt_epu8_mask(q, _mm512_set1_epi8(170u8 as i8)),
+                    _mm512_set1_epi8(2),
+                );
+                (self.low4.lookup(m1, _mm512_movepi8_mask(m1)), d0)
+            } else {
+                let high = _mm512_movepi8_mask(q);
+                (self.low4.lookup(q, high), self.digit4.lookup(q, high))
             }
         }
     }
 
-    /// Digit 0 of every byte, and digits 1..4 in the 2-bit layout.
+    /// The lone digit's plane among the five.
     #[inline(always)]
-    unsafe fn split(&self, q: __m512i) -> (__m512i, __m512i) {
-        unsafe {
-            let m1 = _mm512_add_epi8(q, _mm512_add_epi8(q, q));
-            let one = _mm512_maskz_mov_epi8(
-                _mm512_cmpgt_epu8_mask(q, _mm512_set1_epi8(85)),
-                _mm512_set1_epi8(1),
-            );
-            let d0 = _mm512_mask_mov_epi8(
-                one,
-                _mm512_cmpgt_epu8_mask(q, _mm512_set1_epi8(170u8 as i8)),
-                _mm512_set1_epi8(2),
-            );
-            (d0, self.low4.lookup(m1, _mm512_movepi8_mask(m1)))
+    fn place<V>(four: [V; 4], lone: V) -> [V; 5] {
+        let [a, b, c, d] = four;
+        if ONE_TABLE {
+            [lone, a, b, c, d]
+        } else {
+            [a, b, c, d, lone]
         }
     }
 }
 
-impl Planes<5> for Bits16Lut1 {
+impl<const ONE_TABLE: bool> Planes<5> for Bits16Lut<ONE_TABLE> {
     #[inline(always)]
     unsafe fn planes(&self, q: __m512i, scaled: bool) -> [__m512i; 5] {
         unsafe {
-            let (d0, high4) = self.split(q);
-            let [a, b, c, d] = two_bit_planes(high4, scaled);
-            [d0, a, b, c, d]
+            let (four, lone) = self.split(q);
+            Self::place(two_bit_planes(four, scaled), lone)
         }
     }
     fn shifts(scaled: bool) -> [u32; 5] {
-        if scaled { [0, 0, 2, 4, 6] } else { [0; 5] }
+        if scaled {
+            Self::place([0, 2, 4, 6], 0)
+        } else {
+            [0; 5]
+        }
     }
     #[inline(always)]
     unsafe fn two_bit(&self, q: __m512i) -> [(__m512i, u32); 5] {
         unsafe {
-            let (d0, high4) = self.split(q);
-            [(d0, 0), (high4, 0), (high4, 1), (high4, 2), (high4, 3)]
+            let (four, lone) = self.split(q);
+            Self::place([(four, 0), (four, 1), (four, 2), (four, 3)], (lone, 0))
         }
     }
 }
@@ -570,10 +545,10 @@ pub(super) unsafe fn ternary_gemm_i8_vnni(
         match codec {
             Codec::Bits2 => ternary_i8::<Vnni, Bits2, 4>(&Bits2, codec, packed, k, xs, n, out),
             Codec::Bits1_6 if n == 1 => {
-                ternary_i8::<Vnni, _, 5>(&Bits16Lut::new(), codec, packed, k, xs, n, out)
+                ternary_i8::<Vnni, _, 5>(&Bits16Lut::<false>::new(), codec, packed, k, xs, n, out)
             }
             Codec::Bits1_6 => {
-                ternary_i8::<Vnni, _, 5>(&Bits16Lut1::new(), codec, packed, k, xs, n, out)
+                ternary_i8::<Vnni, _, 5>(&Bits16Lut::<true>::new(), codec, packed, k, xs, n, out)
             }
         }
     }
@@ -718,7 +693,9 @@ pub(super) unsafe fn ternary_gemm_f32_vbmi(
     unsafe {
         match codec {
             Codec::Bits2 => ternary_f32::<Bits2, 4>(&Bits2, codec, packed, k, xs, n, out),
-            Codec::Bits1_6 => ternary_f32::<_, 5>(&Bits16Lut::new(), codec, packed, k, xs, n, out),
+            Codec::Bits1_6 => {
+                ternary_f32::<_, 5>(&Bits16Lut::<false>::new(), codec, packed, k, xs, n, out)
+            }
         }
     }
 }
