@@ -55,21 +55,27 @@ fn prefetch_row<T>(s: &[T], t: usize, len: usize) {
     let _ = (s, t, len);
 }
 
-/// Prefetches the first `KV_AHEAD` bytes of `s` into L2.
+/// Prefetches every line of `s` into L2 (the KV streams' prefetches: into L1 they stall on its
+/// few miss buffers).
 #[inline(always)]
-fn prefetch_start<T>(s: &[T]) {
+fn prefetch_l2<T>(s: &[T]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
-        let bytes = std::mem::size_of_val(s).min(KV_AHEAD);
         let p = s.as_ptr().cast::<i8>();
-        for off in (0..bytes).step_by(64) {
+        for off in (0..std::mem::size_of_val(s)).step_by(64) {
             // SAFETY: a prefetch never faults; the address is inside `s` anyway.
             unsafe { _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(off)) };
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = s;
+}
+
+/// Prefetches the first `KV_AHEAD` bytes of `s` into L2.
+#[inline(always)]
+fn prefetch_start<T>(s: &[T]) {
+    prefetch_l2(&s[..s.len().min(KV_AHEAD / std::mem::size_of::<T>())]);
 }
 
 /// An element type of the KV cache.

@@ -18,21 +18,13 @@
 
 use std::arch::x86_64::*;
 
-use super::{KEY_BLOCK, KV_AHEAD, KvElem, MAX_QUERIES, softmax_numerators};
+use super::{KEY_BLOCK, KV_AHEAD, KvElem, MAX_QUERIES, prefetch_l2, softmax_numerators};
 
 /// Queries `j0 .. j0 + 4`, the missing ones (past `m`) replaced by the last: they are computed
 /// but never stored.
 #[inline(always)]
 fn quad(j0: usize, m: usize) -> [usize; 4] {
     [0, 1, 2, 3].map(|u| (j0 + u).min(m - 1))
-}
-
-/// Prefetches the lines of `bytes` bytes from `p` into L2.
-#[inline(always)]
-unsafe fn prefetch<T>(p: *const T, bytes: usize) {
-    for off in (0..bytes).step_by(64) {
-        unsafe { _mm_prefetch::<_MM_HINT_T1>(p.cast::<i8>().wrapping_add(off)) };
-    }
 }
 
 /// Attention of `lens.len()` queries (`q`, `[m, hd]`) against one KV head, as
@@ -90,11 +82,12 @@ unsafe fn run<T: KvElem, const C: usize>(
     // Softmax weights, `[m, longest]`, zero past each query's length.
     let mut p = vec![0f32; m * longest];
     unsafe {
-        prefetch(k.as_ptr(), (blocks * kb).min(ahead) * size);
+        prefetch_l2(&k[..(blocks * kb).min(ahead)]);
         for b in 0..blocks {
             let kp = k.as_ptr().add(b * kb);
-            if (b * kb + ahead) < k.len() {
-                prefetch(kp.add(ahead), (k.len() - b * kb - ahead).min(kb) * size);
+            let at = b * kb + ahead;
+            if at < k.len() {
+                prefetch_l2(&k[at..(at + kb).min(k.len())]);
             }
             let t0 = b * KEY_BLOCK;
             let mut store = |j: usize, s: __m512| {
@@ -221,12 +214,12 @@ unsafe fn values_at<T: KvElem, const C: usize, const Q: usize>(
     unsafe {
         let vp = v.as_ptr();
         if d0 == 0 {
-            prefetch(vp, (ahead * hd).min(longest * hd) * size);
+            prefetch_l2(&v[..(ahead * hd).min(longest * hd)]);
         }
         let mut acc = [[_mm512_setzero_ps(); C]; Q];
         for t in 0..longest {
             if d0 == 0 && t + ahead < longest {
-                prefetch(vp.add((t + ahead) * hd), hd * size);
+                prefetch_l2(&v[(t + ahead) * hd..(t + ahead + 1) * hd]);
             }
             let row = vp.add(t * hd + d0);
             let mut w = [_mm512_setzero_ps(); Q];

@@ -391,10 +391,10 @@ unsafe fn matvec<D: Dot, P: Planes<T>, const T: usize, const R: usize>(
     out: &mut [i32],
 ) {
     let rb = lay.row_bytes;
-    let mut quads = packed.chunks_exact(R * rb);
+    let mut groups = packed.chunks_exact(R * rb);
     let mut outs = out.chunks_exact_mut(R);
     unsafe {
-        for (rows, o) in (&mut quads).zip(&mut outs) {
+        for (rows, o) in (&mut groups).zip(&mut outs) {
             let r = matvec_rows::<D, P, T, R>(
                 pl,
                 lay,
@@ -405,7 +405,7 @@ unsafe fn matvec<D: Dot, P: Planes<T>, const T: usize, const R: usize>(
                 *o = r - sum;
             }
         }
-        for (row, o) in quads
+        for (row, o) in groups
             .remainder()
             .chunks_exact(rb)
             .zip(outs.into_remainder())
