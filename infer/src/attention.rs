@@ -263,19 +263,28 @@ fn softmax_numerators(s: &mut [f32]) -> f32 {
 }
 
 /// One block of queries against one KV head: query `j` (`q[j·hd..]`) attends to the first
-/// `lens[j]` cached tokens. Each key and value is widened once and used by every query of the
-/// block. `k`: the head's keys in [`KEY_BLOCK`]-token blocks, `[blocks, hd, KEY_BLOCK]`; `v`:
-/// its values, `[tokens, hd]`.
-#[inline(always)]
-fn block_body<T: KvElem>(
-    isa: Isa,
-    q: &[f32],
-    lens: &[usize],
-    k: &[T],
-    v: &[T],
+/// `lens[j]` cached tokens. `k`: the head's keys in [`KEY_BLOCK`]-token blocks,
+/// `[blocks, hd, KEY_BLOCK]`; `v`: its values, `[tokens, hd]`.
+#[derive(Clone, Copy)]
+struct Block<'a, T> {
+    q: &'a [f32],
+    lens: &'a [usize],
+    k: &'a [T],
+    v: &'a [T],
     scale: f32,
-    out: &mut [f32],
-) {
+}
+
+/// Attention of one [`Block`] into `out` (`[m, hd]`): each key and value is widened once and
+/// used by every query of the block.
+#[inline(always)]
+fn block_body<T: KvElem>(isa: Isa, b: Block<'_, T>, out: &mut [f32]) {
+    let Block {
+        q,
+        lens,
+        k,
+        v,
+        scale,
+    } = b;
     let m = lens.len();
     let hd = q.len() / m.max(1);
     let longest = lens.iter().copied().max().unwrap_or(0);
@@ -328,41 +337,18 @@ fn block_body<T: KvElem>(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn block_avx2<T: KvElem>(
-    isa: Isa,
-    q: &[f32],
-    lens: &[usize],
-    k: &[T],
-    v: &[T],
-    scale: f32,
-    out: &mut [f32],
-) {
-    block_body(isa, q, lens, k, v, scale, out)
+fn block_avx2<T: KvElem>(isa: Isa, b: Block<'_, T>, out: &mut [f32]) {
+    block_body(isa, b, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-fn block_avx512<T: KvElem>(
-    isa: Isa,
-    q: &[f32],
-    lens: &[usize],
-    k: &[T],
-    v: &[T],
-    scale: f32,
-    out: &mut [f32],
-) {
-    block_body(isa, q, lens, k, v, scale, out)
+fn block_avx512<T: KvElem>(isa: Isa, b: Block<'_, T>, out: &mut [f32]) {
+    block_body(isa, b, out)
 }
 
-fn block<T: KvElem>(
-    isa: Isa,
-    q: &[f32],
-    lens: &[usize],
-    k: &[T],
-    v: &[T],
-    scale: f32,
-    out: &mut [f32],
-) {
+fn block<T: KvElem>(isa: Isa, b: Block<'_, T>, out: &mut [f32]) {
+    let Block { q, lens, k, v, .. } = b;
     let m = lens.len();
     let hd = q.len() / m.max(1);
     let longest = lens.iter().copied().max().unwrap_or(0);
@@ -382,13 +368,13 @@ fn block<T: KvElem>(
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 | Isa::Avx512Vnni => {
             // The kernel of its own for the widths it takes, else the generic body.
-            if !unsafe { avx512::block(q, lens, k, v, scale, out) } {
-                unsafe { block_avx512(isa, q, lens, k, v, scale, out) }
+            if !unsafe { avx512::block(b, out) } {
+                unsafe { block_avx512(isa, b, out) }
             }
         }
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { block_avx2(isa, q, lens, k, v, scale, out) },
-        _ => block_body(isa, q, lens, k, v, scale, out),
+        Isa::Avx2 => unsafe { block_avx2(isa, b, out) },
+        _ => block_body(isa, b, out),
     }
 }
 
@@ -447,7 +433,14 @@ pub fn attention<T: KvElem>(
                 prefetch_start(&v[g + 1]);
             }
             let mut ob = vec![0f32; qb.len()];
-            block(isa, &qb, &lens, &k[g], &v[g], scale, &mut ob);
+            let b = Block {
+                q: &qb,
+                lens: &lens,
+                k: &k[g],
+                v: &v[g],
+                scale,
+            };
+            block(isa, b, &mut ob);
             (g, i0, ob)
         })
         .collect();

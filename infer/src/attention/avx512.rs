@@ -18,7 +18,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{KEY_BLOCK, KV_AHEAD, KvElem, MAX_QUERIES, prefetch_l2, softmax_numerators};
+use super::{Block, KEY_BLOCK, KV_AHEAD, KvElem, MAX_QUERIES, prefetch_l2, softmax_numerators};
 
 /// Queries `j0 .. j0 + 4`, the missing ones (past `m`) replaced by the last: they are computed
 /// but never stored.
@@ -27,29 +27,21 @@ fn quad(j0: usize, m: usize) -> [usize; 4] {
     [0, 1, 2, 3].map(|u| (j0 + u).min(m - 1))
 }
 
-/// Attention of `lens.len()` queries (`q`, `[m, hd]`) against one KV head, as
+/// Attention of one [`Block`] (`lens.len()` queries, `q` `[m, hd]`, against one KV head), as
 /// `super::block_body` computes it. Returns `false` (and does nothing) when the head width is
 /// not one this kernel handles.
 ///
 /// # Safety
 /// The CPU runs AVX-512F; `k` holds `ceil(max lens / 16)` key blocks and `v` `max lens` rows.
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-pub(super) unsafe fn block<T: KvElem>(
-    q: &[f32],
-    lens: &[usize],
-    k: &[T],
-    v: &[T],
-    scale: f32,
-    out: &mut [f32],
-) -> bool {
-    let m = lens.len();
-    let hd = q.len() / m.max(1);
+pub(super) unsafe fn block<T: KvElem>(b: Block<'_, T>, out: &mut [f32]) -> bool {
+    let hd = b.q.len() / b.lens.len().max(1);
     unsafe {
         match hd {
-            64 => run::<T, 4>(q, lens, k, v, scale, out),
-            80 => run::<T, 5>(q, lens, k, v, scale, out),
-            96 => run::<T, 6>(q, lens, k, v, scale, out),
-            128 => run::<T, 8>(q, lens, k, v, scale, out),
+            64 => run::<T, 4>(b, out),
+            80 => run::<T, 5>(b, out),
+            96 => run::<T, 6>(b, out),
+            128 => run::<T, 8>(b, out),
             _ => return false,
         }
     }
@@ -58,14 +50,14 @@ pub(super) unsafe fn block<T: KvElem>(
 
 /// [`block`] for `hd = 16 · C`.
 #[inline(always)]
-unsafe fn run<T: KvElem, const C: usize>(
-    q: &[f32],
-    lens: &[usize],
-    k: &[T],
-    v: &[T],
-    scale: f32,
-    out: &mut [f32],
-) {
+unsafe fn run<T: KvElem, const C: usize>(b: Block<'_, T>, out: &mut [f32]) {
+    let Block {
+        q,
+        lens,
+        k,
+        v,
+        scale,
+    } = b;
     let (m, hd) = (lens.len(), 16 * C);
     let longest = lens.iter().copied().max().unwrap_or(0);
     let blocks = longest.div_ceil(KEY_BLOCK);
