@@ -12,7 +12,7 @@ use crate::kernels::Isa;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 
-/// Lanes of the independent accumulators of [`dot`] (enough for one AVX-512 register).
+/// Lanes of the softmax numerators' independent partial sums (one AVX-512 register).
 const LANES: usize = 16;
 
 // The bodies below use index loops only: closures passed to iterator adapters are compiled as
@@ -271,6 +271,9 @@ struct Block<'a, T> {
     lens: &'a [usize],
     k: &'a [T],
     v: &'a [T],
+    /// The keys of the head processed next on this thread (empty if none): prefetched while
+    /// this head's values are read.
+    next_k: &'a [T],
     scale: f32,
 }
 
@@ -284,6 +287,7 @@ fn block_body<T: KvElem>(isa: Isa, b: Block<'_, T>, out: &mut [f32]) {
         k,
         v,
         scale,
+        ..
     } = b;
     let m = lens.len();
     let hd = q.len() / m.max(1);
@@ -428,16 +432,15 @@ pub fn attention<T: KvElem>(
                 lens.extend(std::iter::repeat_n(d.start + i + 1, group));
             }
             // The next head's first lines, while this one computes (its stream starts cold).
-            if g + 1 < d.kv_heads {
-                prefetch_start(&k[g + 1]);
-                prefetch_start(&v[g + 1]);
-            }
+            let next_k: &[T] = if g + 1 < d.kv_heads { &k[g + 1] } else { &[] };
+            prefetch_start(next_k);
             let mut ob = vec![0f32; qb.len()];
             let b = Block {
                 q: &qb,
                 lens: &lens,
                 k: &k[g],
                 v: &v[g],
+                next_k,
                 scale,
             };
             block(isa, b, &mut ob);

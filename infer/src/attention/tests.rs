@@ -129,6 +129,52 @@ fn exp_is_within_two_ulp_of_the_library() {
     assert_eq!(exp_le0(0.0), 1.0);
 }
 
+/// The AVX-512 softmax numerators equal the scalar ones bit for bit: every length up to a few
+/// registers, random scores and rows with infinities, NaN and signed zeros.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn avx512_softmax_numerators_equal_the_scalar_ones() {
+    if !std::arch::is_x86_feature_detected!("avx512f") {
+        return;
+    }
+    /// The AVX-512 entry point, with the feature it needs enabled for it to inline into.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn vector(s: &mut [f32]) -> f32 {
+        unsafe { avx512::softmax_numerators(s) }
+    }
+    let mut rng = SplitMix64::new(7);
+    let mut rows: Vec<Vec<f32>> = (0..=50)
+        .map(|n| {
+            (0..n)
+                .map(|_| (rng.next_unit() as f32 - 0.5) * 200.0)
+                .collect()
+        })
+        .collect();
+    rows.push(vec![f32::NEG_INFINITY; 17]);
+    rows.push(vec![
+        -0.0,
+        0.0,
+        f32::NAN,
+        -90.0,
+        3.0,
+        f32::NEG_INFINITY,
+        -86.9,
+    ]);
+    rows.push(vec![f32::INFINITY, 1.0, -1.0]);
+    for row in rows {
+        let (mut want, mut got) = (row.clone(), row.clone());
+        let ws = softmax_numerators(&mut want);
+        // SAFETY: AVX-512F was detected above.
+        let gs = unsafe { vector(&mut got) };
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            (ws.to_bits(), bits(&want)),
+            (gs.to_bits(), bits(&got)),
+            "{row:?}"
+        );
+    }
+}
+
 #[test]
 fn attention_equals_the_f64_reference_on_every_isa() {
     let mut rng = SplitMix64::new(7);
