@@ -81,17 +81,39 @@ pub enum Logits {
 pub fn rms_norm(x: &[f32], gain: &[f32], eps: f32, out: &mut [f32]) {
     let d = gain.len();
     for (xi, oi) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
-        let ms = xi.iter().map(|v| v * v).sum::<f32>() / d as f32;
-        let inv = 1.0 / (ms + eps).sqrt();
+        let inv = rms_inverse(xi, eps);
         for ((o, v), g) in oi.iter_mut().zip(xi).zip(gain) {
             *o = g * (v * inv);
         }
     }
 }
 
+/// [`rms_norm`] of `x` into itself.
 fn rms_norm_in_place(x: &mut [f32], gain: &[f32], eps: f32) {
-    let copy = x.to_vec();
-    rms_norm(&copy, gain, eps, x);
+    let d = gain.len();
+    for xi in x.chunks_exact_mut(d) {
+        let inv = rms_inverse(xi, eps);
+        for (v, g) in xi.iter_mut().zip(gain) {
+            *v = g * (*v * inv);
+        }
+    }
+}
+
+/// `1 / sqrt(mean(x²) + eps)`. The squares are summed in sixteen independent lanes, so the
+/// sum vectorizes (a single running sum is a chain of dependent adds: one per element, about
+/// 1.5 % of a 700M decode step).
+fn rms_inverse(x: &[f32], eps: f32) -> f32 {
+    const LANES: usize = 16;
+    let mut acc = [0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += v * v;
+        }
+    }
+    let sum = acc.iter().sum::<f32>() + tail.iter().map(|v| v * v).sum::<f32>();
+    1.0 / (sum / x.len() as f32 + eps).sqrt()
 }
 
 impl<'a> Model<'a> {
@@ -272,7 +294,8 @@ impl<'a> Model<'a> {
                 *a = *a / (1.0 + (-*a).exp()) * b;
             }),
             Activation::Relu2 => g.iter_mut().zip(&u).for_each(|(a, b)| {
-                let r = a.max(0.0);
+                // `max(a, 0)`, NaN included, as a select that vectorizes (`f32::max` does not).
+                let r = if *a > 0.0 { *a } else { 0.0 };
                 *a = r * r * b;
             }),
         }
