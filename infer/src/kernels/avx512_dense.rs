@@ -322,6 +322,16 @@ impl Wide for half::bf16 {
     }
 }
 
+/// Where [`gemv`]'s paired bf16 activations start: this many bytes past a 64-byte boundary.
+/// Measured on Zen 4 (2B4T, whose head is bf16, `tern bench -p 2 -n 40 --threads 1`), decode
+/// roofline by the start's offset: 0 → 0.67, 16 → 0.90, 32 → 0.67, 48 → 0.79, the same on
+/// 64-byte aligned weights. The f16 head and the ternary kernels showed no such dependence.
+/// The allocator's 16-byte alignment used to pick one of the four by chance. That is one cause
+/// of this head's speed moving between builds, not the only one: two builds of the same source
+/// (the same loop code at the same alignment) still read it at 0.66 and 0.83 of a plain stream
+/// of its bytes, for a reason not found yet.
+const PAIRED_OFFSET: usize = 16;
+
 /// One token (decode, the LM head): one row at a time, so the weights are read as a single
 /// sequential stream (the hardware prefetchers' best case: several interleaved row streams
 /// reached only 60–75 % of the rate), 64 weights per step on four accumulators. No software
@@ -330,18 +340,23 @@ impl Wide for half::bf16 {
 #[inline(always)]
 unsafe fn gemv<W: Wide>(w: &[W], k: usize, x: &[f32], out: &mut [f32]) {
     let full = k - k % 64;
-    // The activations of the full 64-weight steps, in the lane order of `load32`.
-    let paired: Vec<f32>;
-    let xp = if W::EVEN_ODD {
-        paired = x[..full]
-            .chunks_exact(32)
-            .flat_map(|c| (0..32).map(move |i| c[(2 * i) % 32 + i / 16]))
-            .collect();
-        paired.as_ptr()
+    // The activations, those of the full 64-weight steps in the lane order of `load32` (for
+    // bf16: a copy that starts `PAIRED_OFFSET` bytes past a cache line).
+    let mut paired: Vec<f32>;
+    let x = if W::EVEN_ODD {
+        paired = vec![0f32; k + 32];
+        let at = paired.as_ptr().align_offset(64) + PAIRED_OFFSET / 4;
+        let dst = &mut paired[at..at + k];
+        dst[full..].copy_from_slice(&x[full..]);
+        for (dst, c) in dst.chunks_exact_mut(32).zip(x[..full].chunks_exact(32)) {
+            for (i, d) in dst.iter_mut().enumerate() {
+                *d = c[(2 * i) % 32 + i / 16];
+            }
+        }
+        paired[at..].as_ptr()
     } else {
         x.as_ptr()
     };
-    let x = x.as_ptr();
     unsafe {
         for (row, o) in w.chunks_exact(k).zip(out.iter_mut()) {
             let p = row.as_ptr();
@@ -351,7 +366,7 @@ unsafe fn gemv<W: Wide>(w: &[W], k: usize, x: &[f32], out: &mut [f32]) {
                 for h in 0..2 {
                     let wv = W::load32(p.add(c + 32 * h));
                     for (j, wv) in wv.into_iter().enumerate() {
-                        let xv = _mm512_loadu_ps(xp.add(c + 32 * h + 16 * j));
+                        let xv = _mm512_loadu_ps(x.add(c + 32 * h + 16 * j));
                         acc[2 * h + j] = _mm512_fmadd_ps(wv, xv, acc[2 * h + j]);
                     }
                 }
