@@ -10,7 +10,7 @@
 //! * **Values**: each value row is widened once per pass and feeds every query of the pass;
 //!   the outputs stay in registers for the whole pass (`Q` queries × `C` registers of 16).
 //! * Each head's keys and values are prefetched into L2 `KV_AHEAD` bytes ahead (and the next
-//!   head's first `KV_AHEAD` bytes by the caller): they are short streams that the weight
+//!   head's first `KV_AHEAD` bytes of keys by the caller): they are short streams that the weight
 //!   stream of the previous layer has evicted to DRAM. Into L2 rather than L1 (which has too
 //!   few miss buffers for a stream of DRAM reads), and with the next head's start: on the 700M
 //!   shape at one thread, attention fell from 0.17 to 0.11 of the time a plain stream of the
