@@ -208,26 +208,39 @@ pub const KEY_BLOCK: usize = 16;
 /// one KV group, times a block of prompt tokens).
 const MAX_QUERIES: usize = 16;
 
+// `exp_le0`'s constants, shared with its AVX-512 twin (which must equal it bit for bit).
+/// Below this, `e^x` is flushed to zero.
+const EXP_FLOOR: f32 = -87.0;
+/// `ln 2` split in two (Cody–Waite): `HI` has trailing zero bits, so `n · HI` is exact.
+const EXP_LN2_HI: f32 = 0.693_359_4;
+const EXP_LN2_LO: f32 = -2.121_944_4e-4;
+/// 1.5 · 2^23: adding and subtracting it rounds to an integer.
+const EXP_ROUND: f32 = 12_582_912.0;
+/// Cephes' polynomial for `e^r`, highest degree first.
+const EXP_POLY: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    0.166_666_65,
+    0.5,
+];
+
 /// `e^x` for `x <= 0` (softmax after subtracting the maximum), in plain float and integer
 /// operations that vectorize: `x = n·ln2 + r` (Cody–Waite), Cephes' degree-6 polynomial for
 /// `e^r`, and `2^n` built in the exponent bits. Within 2 ulp of `f32::exp` on `[-87, 0]`;
 /// below that the result is flushed to zero (a softmax weight under 1e-38).
 #[inline(always)]
 fn exp_le0(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer.
-    let under = x < -87.0;
-    let x = x.max(-87.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let mut p = 1.987_569_1e-4f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 0.166_666_65;
-    p = p * r + 0.5;
+    use std::f32::consts::LOG2_E;
+    let under = x < EXP_FLOOR;
+    let x = x.max(EXP_FLOOR);
+    let n = (x * LOG2_E + EXP_ROUND) - EXP_ROUND;
+    let r = x - n * EXP_LN2_HI - n * EXP_LN2_LO;
+    let mut p = EXP_POLY[0];
+    for k in &EXP_POLY[1..] {
+        p = p * r + k;
+    }
     let e = p * r * r + r + 1.0;
     let two_n = f32::from_bits(((n as i32 + 127) << 23) as u32);
     if under { 0.0 } else { e * two_n }

@@ -25,7 +25,10 @@
 
 use std::arch::x86_64::*;
 
-use super::{Block, KEY_BLOCK, KV_AHEAD, KvElem, LANES, MAX_QUERIES, prefetch_l2};
+use super::{
+    Block, EXP_FLOOR, EXP_LN2_HI, EXP_LN2_LO, EXP_POLY, EXP_ROUND, KEY_BLOCK, KV_AHEAD, KvElem,
+    LANES, MAX_QUERIES, prefetch_l2,
+};
 
 /// Queries `j0 .. j0 + 4`, the missing ones (past `m`) replaced by the last: they are computed
 /// but never stored.
@@ -279,23 +282,17 @@ unsafe fn exp_le0(x: __m512) -> __m512 {
     let c = _mm512_set1_ps;
     let (mul, add, sub) = (_mm512_mul_ps, _mm512_add_ps, _mm512_sub_ps);
     unsafe {
-        let under = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, c(-87.0));
-        // `maxps` returns its second operand when either is NaN, as `f32::max(NaN, -87)` does.
-        let x = _mm512_max_ps(x, c(-87.0));
+        let under = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, c(EXP_FLOOR));
+        // `maxps` returns its second operand when either is NaN, as `f32::max(NaN, floor)` does.
+        let x = _mm512_max_ps(x, c(EXP_FLOOR));
         let n = sub(
-            add(mul(x, c(std::f32::consts::LOG2_E)), c(12_582_912.0)),
-            c(12_582_912.0),
+            add(mul(x, c(std::f32::consts::LOG2_E)), c(EXP_ROUND)),
+            c(EXP_ROUND),
         );
-        let r = sub(sub(x, mul(n, c(0.693_359_4))), mul(n, c(-2.121_944_4e-4)));
-        let mut p = c(1.987_569_1e-4);
-        for k in [
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            0.166_666_65,
-            0.5,
-        ] {
-            p = add(mul(p, r), c(k));
+        let r = sub(sub(x, mul(n, c(EXP_LN2_HI))), mul(n, c(EXP_LN2_LO)));
+        let mut p = c(EXP_POLY[0]);
+        for k in &EXP_POLY[1..] {
+            p = add(mul(p, r), c(*k));
         }
         let e = add(add(mul(mul(p, r), r), r), c(1.0));
         // `n` is a whole number in [-126, 0] here: the conversion is exact.
