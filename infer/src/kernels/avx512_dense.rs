@@ -323,13 +323,13 @@ impl Wide for half::bf16 {
 }
 
 /// Where [`gemv`]'s paired bf16 activations start: this many bytes past a 64-byte boundary.
-/// Measured on Zen 4 (2B4T, whose head is bf16, `tern bench -p 2 -n 40 --threads 1`), decode
-/// roofline by the start's offset: 0 → 0.67, 16 → 0.90, 32 → 0.67, 48 → 0.79, the same on
-/// 64-byte aligned weights. The f16 head and the ternary kernels showed no such dependence.
-/// The allocator's 16-byte alignment used to pick one of the four by chance. That is one cause
-/// of this head's speed moving between builds, not the only one: two builds of the same source
-/// (the same loop code at the same alignment) still read it at 0.66 and 0.83 of a plain stream
-/// of its bytes, for a reason not found yet.
+/// Measured on Zen 4 (2B4T, whose head is bf16, `tern bench -p 2 -n 40 --threads 1`), the
+/// head's share of a plain stream of the step's weight bytes by the start's offset: 0 → 1.08,
+/// 16 → 0.64, 32 → 1.01, 48 → 0.81 (one build, loops 64-byte aligned); the same order in an
+/// earlier build with the loop elsewhere, and on 64-byte aligned weights. The f16 head and the
+/// ternary kernels showed no such dependence. The allocator's 16-byte alignment used to pick
+/// one of the four by chance. (The head's other dependence, on where its loop's code starts,
+/// is removed by `.cargo/config.toml`.)
 const PAIRED_OFFSET: usize = 16;
 
 /// One token (decode, the LM head): one row at a time, so the weights are read as a single
