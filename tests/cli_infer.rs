@@ -239,6 +239,48 @@ fn bench_json_has_the_documented_fields() {
 }
 
 #[test]
+fn the_int8_kv_cache_is_served_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = packed(dir.path(), "2");
+    let bench = |kv: &str| -> serde_json::Value {
+        let args = ["bench", "--model", s(&m), "-p", "16", "-n", "8", "--json"];
+        let o = tern(&[&args[..], &["--threads", "1", "--kv", kv]].concat());
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let (q8, f16) = (bench("q8"), bench("f16"));
+    assert_eq!(
+        (q8["kv"].as_str(), f16["kv"].as_str()),
+        (Some("q8"), Some("f16"))
+    );
+    // A row of `head_dim` values: `head_dim` bytes and a 4-byte scale, against 2 · head_dim.
+    let (b8, b16) = (
+        q8["kv_cache_bytes"].as_u64().unwrap(),
+        f16["kv_cache_bytes"].as_u64().unwrap(),
+    );
+    assert!(b8 > b16 / 2 && b8 < b16, "q8 {b8} vs f16 {b16} bytes");
+
+    let o = tern(&[
+        "infer",
+        "--model",
+        s(&m),
+        "--prompt",
+        "hi",
+        "-n",
+        "4",
+        "--ids",
+        "--kv",
+        "q8",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(String::from_utf8(o.stdout).unwrap().lines().count(), 4);
+
+    let o = tern(&["infer", "--model", s(&m), "--prompt", "hi", "--kv", "q4"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("use f16, f32 or q8"), "{}", stderr(&o));
+}
+
+#[test]
 fn bench_of_a_config_compares_with_f32() {
     let o = tern(&[
         "bench",

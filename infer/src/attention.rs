@@ -5,12 +5,14 @@
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
-use tern_pack::spec::ModelSpec;
 
 use crate::kernels::Isa;
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+mod cache;
+
+pub use cache::{KvCache, KvDtype};
 
 /// Lanes of the softmax numerators' independent partial sums (one AVX-512 register).
 const LANES: usize = 16;
@@ -59,29 +61,23 @@ fn prefetch_row<T>(s: &[T], t: usize, len: usize) {
 /// few miss buffers).
 #[inline(always)]
 fn prefetch_l2<T>(s: &[T]) {
+    prefetch_l2_raw(s.as_ptr().cast(), std::mem::size_of_val(s));
+}
+
+/// Prefetches every line of `bytes` bytes from `p` into L2. A prefetch never faults and reads
+/// nothing, so `p` may point to memory that is unmapped or not initialized.
+#[inline(always)]
+fn prefetch_l2_raw(p: *const i8, bytes: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
-        let p = s.as_ptr().cast::<i8>();
-        for off in (0..std::mem::size_of_val(s)).step_by(64) {
-            // SAFETY: a prefetch never faults; the address is inside `s` anyway.
+        for off in (0..bytes).step_by(64) {
+            // SAFETY: a prefetch never faults and dereferences nothing.
             unsafe { _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(off)) };
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = s;
-}
-
-/// Prefetches elements `from .. to` of `v`'s allocation into L2, written or not (those past its
-/// length within its capacity: the rows a coming append writes).
-#[inline(always)]
-fn prefetch_spare<T>(v: &Vec<T>, from: usize, to: usize) {
-    let to = to.min(v.capacity());
-    if from < to {
-        // SAFETY: `from .. to` lies inside the allocation (`to <= capacity`).
-        let spare = unsafe { std::slice::from_raw_parts(v.as_ptr().add(from), to - from) };
-        prefetch_l2(spare);
-    }
+    let _ = (p, bytes);
 }
 
 /// Prefetches the first `KV_AHEAD` bytes of `s` into L2.
@@ -94,8 +90,12 @@ fn prefetch_start<T>(s: &[T]) {
 pub trait KvElem: Copy + Default + Send + Sync + 'static {
     /// Widens `src` into `dst` (same length), with the instructions of `isa`.
     fn widen(isa: Isa, src: &[Self], dst: &mut [f32]);
-    /// Narrows `src` onto the end of `dst`.
-    fn extend(dst: &mut Vec<Self>, src: &[f32]);
+    /// Whether each stored row (`head_dim` values) has a scale of its own: a value is then its
+    /// element times the row's scale.
+    const SCALED: bool = false;
+    /// Narrows one row `src` onto the end of `dst` (with the instructions of `isa`); returns its
+    /// scale (1 unless `SCALED`).
+    fn extend(isa: Isa, dst: &mut Vec<Self>, src: &[f32]) -> f32;
     /// Sixteen values from `p`, widened (the AVX-512 kernel's load).
     ///
     /// # Safety
@@ -109,8 +109,9 @@ impl KvElem for f32 {
     fn widen(_: Isa, src: &[f32], dst: &mut [f32]) {
         dst.copy_from_slice(src);
     }
-    fn extend(dst: &mut Vec<f32>, src: &[f32]) {
+    fn extend(_: Isa, dst: &mut Vec<f32>, src: &[f32]) -> f32 {
         dst.extend_from_slice(src);
+        1.0
     }
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
@@ -137,16 +138,42 @@ impl KvElem for f16 {
             }
         }
     }
-    fn extend(dst: &mut Vec<f16>, src: &[f32]) {
+    fn extend(_: Isa, dst: &mut Vec<f16>, src: &[f32]) -> f32 {
         let start = dst.len();
         dst.resize(start + src.len(), f16::ZERO);
         dst[start..].convert_from_f32_slice(src);
+        1.0
     }
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     unsafe fn load16(p: *const f16) -> std::arch::x86_64::__m512 {
         use std::arch::x86_64::{_mm256_loadu_si256, _mm512_cvtph_ps};
         unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())) }
+    }
+}
+
+/// Int8 with a scale per row, coded by BitNet's activation quantizer ([`quantize_i8`]): codes
+/// `round(x · 127 / absmax)`, scale `absmax / 127`, so `|x − code · scale| <= scale / 2`.
+impl KvElem for i8 {
+    const SCALED: bool = true;
+    #[inline(always)]
+    fn widen(_: Isa, src: &[i8], dst: &mut [f32]) {
+        let n = src.len().min(dst.len());
+        for j in 0..n {
+            dst[j] = src[j] as f32;
+        }
+    }
+    fn extend(isa: Isa, dst: &mut Vec<i8>, src: &[f32]) -> f32 {
+        let start = dst.len();
+        dst.resize(start + src.len(), 0);
+        let (x_scale, _) = quantize_i8(isa, src, &mut dst[start..]);
+        1.0 / x_scale
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(p: *const i8) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::{_mm_loadu_si128, _mm512_cvtepi8_epi32, _mm512_cvtepi32_ps};
+        unsafe { _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p.cast()))) }
     }
 }
 
@@ -288,6 +315,9 @@ struct Block<'a, T> {
     lens: &'a [usize],
     k: &'a [T],
     v: &'a [T],
+    /// The scale of each key and value row (`[tokens]` each), or empty for unscaled elements.
+    k_scale: &'a [f32],
+    v_scale: &'a [f32],
     /// The keys of the head processed next on this thread (empty if none): prefetched while
     /// this head's values are read.
     next_k: &'a [T],
@@ -303,12 +333,15 @@ fn block_body<T: KvElem>(isa: Isa, b: Block<'_, T>, out: &mut [f32]) {
         lens,
         k,
         v,
+        k_scale,
+        v_scale,
         scale,
         ..
     } = b;
     let m = lens.len();
     let hd = q.len() / m.max(1);
     let longest = lens.iter().copied().max().unwrap_or(0);
+    let scaled = !k_scale.is_empty();
     let mut row = vec![0f32; hd];
     let mut scores = vec![0f32; m * longest];
     // Keys come in blocks of KEY_BLOCK tokens stored dimension-major, so the scores of a whole
@@ -334,7 +367,8 @@ fn block_body<T: KvElem>(isa: Isa, b: Block<'_, T>, out: &mut [f32]) {
             }
             let live = lens[j].saturating_sub(t0).min(KEY_BLOCK);
             for l in 0..live {
-                scores[j * longest + t0 + l] = a[l] * scale;
+                let s = a[l] * scale;
+                scores[j * longest + t0 + l] = if scaled { s * k_scale[t0 + l] } else { s };
             }
         }
     }
@@ -350,6 +384,7 @@ fn block_body<T: KvElem>(isa: Isa, b: Block<'_, T>, out: &mut [f32]) {
         for j in 0..m {
             if t < lens[j] {
                 let w = scores[j * longest + t] * inv[j];
+                let w = if scaled { w * v_scale[t] } else { w };
                 axpy_body(w, &row, &mut out[j * hd..(j + 1) * hd]);
             }
         }
@@ -369,7 +404,15 @@ fn block_avx512<T: KvElem>(isa: Isa, b: Block<'_, T>, out: &mut [f32]) {
 }
 
 fn block<T: KvElem>(isa: Isa, b: Block<'_, T>, out: &mut [f32]) {
-    let Block { q, lens, k, v, .. } = b;
+    let Block {
+        q,
+        lens,
+        k,
+        v,
+        k_scale,
+        v_scale,
+        ..
+    } = b;
     let m = lens.len();
     let hd = q.len() / m.max(1);
     let longest = lens.iter().copied().max().unwrap_or(0);
@@ -381,6 +424,14 @@ fn block<T: KvElem>(isa: Isa, b: Block<'_, T>, out: &mut [f32]) {
     assert!(
         longest.div_ceil(KEY_BLOCK) * KEY_BLOCK * hd <= k.len() && need <= v.len(),
         "attention cache shapes"
+    );
+    assert!(
+        if T::SCALED {
+            k_scale.len() >= longest && v_scale.len() >= longest
+        } else {
+            k_scale.is_empty() && v_scale.is_empty()
+        },
+        "attention cache scales"
     );
     match isa {
         // SAFETY: an `Isa` other than Generic is only constructed for CPUs that run it
@@ -412,12 +463,26 @@ pub struct Dims {
 /// Causal grouped-query attention of `n` queries against the cache. `q`, `out`:
 /// `[n, heads · hd]`; `k[g]`, `v[g]`: KV head `g`'s rows, `[start + n, hd]` (one contiguous
 /// stream per head). Work is split into blocks of one KV head × the heads of its group × up to
-/// `MAX_QUERIES / group` tokens, in parallel.
+/// `MAX_QUERIES / group` tokens, in parallel. For an unscaled element type (f32, f16).
 pub fn attention<T: KvElem>(
     isa: Isa,
     q: &[f32],
     k: &[Vec<T>],
     v: &[Vec<T>],
+    out: &mut [f32],
+    d: Dims,
+) {
+    attention_scaled(isa, q, k, v, (&[], &[]), out, d)
+}
+
+/// [`attention`] with each head's key and value row scales (`[tokens]` per head; empty
+/// slices for an unscaled element type).
+pub fn attention_scaled<T: KvElem>(
+    isa: Isa,
+    q: &[f32],
+    k: &[Vec<T>],
+    v: &[Vec<T>],
+    scales: (&[Vec<f32>], &[Vec<f32>]),
     out: &mut [f32],
     d: Dims,
 ) {
@@ -429,7 +494,9 @@ pub fn attention<T: KvElem>(
         (1..=MAX_QUERIES).contains(&group)
             && out.len() == q.len()
             && k.len() == d.kv_heads
-            && v.len() == d.kv_heads,
+            && v.len() == d.kv_heads
+            && scales.0.len() == if T::SCALED { d.kv_heads } else { 0 }
+            && scales.1.len() == scales.0.len(),
         "attention shapes"
     );
     let scale = 1.0 / (hd as f32).sqrt();
@@ -457,6 +524,8 @@ pub fn attention<T: KvElem>(
                 lens: &lens,
                 k: &k[g],
                 v: &v[g],
+                k_scale: scales.0.get(g).map_or(&[], |s| s),
+                v_scale: scales.1.get(g).map_or(&[], |s| s),
                 next_k,
                 scale,
             };
@@ -468,195 +537,6 @@ pub fn attention<T: KvElem>(
         for (r, o) in ob.chunks_exact(group * hd).enumerate() {
             let at = (i0 + r) * q_dim + g * group * hd;
             out[at..at + group * hd].copy_from_slice(o);
-        }
-    }
-}
-
-/// Element type of the KV cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum KvDtype {
-    /// Half precision: half the memory and half the bytes read per token (the default, as in
-    /// llama.cpp).
-    #[default]
-    F16,
-    /// Single precision (bit-for-bit agreement tests).
-    F32,
-}
-
-impl KvDtype {
-    /// Parses `f16` / `f32`.
-    pub fn from_name(s: &str) -> Option<KvDtype> {
-        match s {
-            "f16" => Some(KvDtype::F16),
-            "f32" => Some(KvDtype::F32),
-            _ => None,
-        }
-    }
-
-    /// Bytes per value.
-    pub fn size(self) -> usize {
-        match self {
-            KvDtype::F16 => 2,
-            KvDtype::F32 => 4,
-        }
-    }
-}
-
-/// Per layer, per KV head: that head's rows `[tokens, head_dim]`, reserved for the capacity
-/// (pages are touched only as tokens arrive).
-type Heads<T> = Vec<Vec<Vec<T>>>;
-
-enum KvData {
-    F32(Heads<f32>, Heads<f32>),
-    F16(Heads<f16>, Heads<f16>),
-}
-
-/// Keys and values of the tokens seen so far, per layer and KV head.
-pub struct KvCache {
-    capacity: usize,
-    len: usize,
-    dtype: KvDtype,
-    data: KvData,
-}
-
-fn heads<T>(spec: &ModelSpec, capacity: usize) -> Heads<T> {
-    (0..spec.num_layers)
-        .map(|_| {
-            (0..spec.num_kv_heads)
-                .map(|_| Vec::with_capacity(capacity.next_multiple_of(KEY_BLOCK) * spec.head_dim))
-                .collect()
-        })
-        .collect()
-}
-
-/// Appends the rows of `src` (`[n, kv_heads · hd]`) to each head's stream.
-fn append<T: KvElem>(dst: &mut [Vec<T>], src: &[f32], hd: usize) {
-    for row in src.chunks_exact(dst.len() * hd) {
-        for (head, part) in dst.iter_mut().zip(row.chunks_exact(hd)) {
-            T::extend(head, part);
-        }
-    }
-}
-
-/// Appends the keys of `src` (`[n, kv_heads · hd]`, the first at position `start`) to each
-/// head's blocks (`[blocks, hd, KEY_BLOCK]`; a new block is zero-filled when a token starts it).
-fn append_keys<T: KvElem>(dst: &mut [Vec<T>], src: &[f32], hd: usize, start: usize) {
-    // Each key narrowed at once (one vector conversion), then scattered down its block.
-    let mut narrow = Vec::with_capacity(hd);
-    for (i, row) in src.chunks_exact(dst.len() * hd).enumerate() {
-        let (b, lane) = ((start + i) / KEY_BLOCK, (start + i) % KEY_BLOCK);
-        for (head, part) in dst.iter_mut().zip(row.chunks_exact(hd)) {
-            if head.len() < (b + 1) * KEY_BLOCK * hd {
-                head.resize((b + 1) * KEY_BLOCK * hd, T::default());
-            }
-            narrow.clear();
-            T::extend(&mut narrow, part);
-            let block = &mut head[b * KEY_BLOCK * hd..];
-            for (d, &x) in narrow.iter().enumerate() {
-                block[d * KEY_BLOCK + lane] = x;
-            }
-        }
-    }
-}
-
-impl KvCache {
-    /// A cache for `capacity` tokens of `spec`.
-    pub fn new(spec: &ModelSpec, capacity: usize, dtype: KvDtype) -> KvCache {
-        let data = match dtype {
-            KvDtype::F32 => KvData::F32(heads(spec, capacity), heads(spec, capacity)),
-            KvDtype::F16 => KvData::F16(heads(spec, capacity), heads(spec, capacity)),
-        };
-        KvCache {
-            capacity,
-            len: 0,
-            dtype,
-            data,
-        }
-    }
-
-    /// Tokens cached.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether no token is cached.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Tokens it can hold.
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    /// Bytes of keys and values for `tokens` tokens of `spec`.
-    pub fn bytes_for(spec: &ModelSpec, tokens: usize, dtype: KvDtype) -> usize {
-        2 * spec.num_layers * tokens * spec.num_kv_heads * spec.head_dim * dtype.size()
-    }
-
-    /// Bytes held now.
-    pub fn bytes(&self, spec: &ModelSpec) -> usize {
-        KvCache::bytes_for(spec, self.len, self.dtype)
-    }
-
-    /// Forgets every token.
-    pub fn clear(&mut self) {
-        self.len = 0;
-        match &mut self.data {
-            KvData::F32(k, v) => k.iter_mut().chain(v).flatten().for_each(Vec::clear),
-            KvData::F16(k, v) => k.iter_mut().chain(v).flatten().for_each(Vec::clear),
-        }
-    }
-
-    /// Marks `n` more tokens as cached (after every layer appended them).
-    pub(crate) fn advance(&mut self, n: usize) {
-        self.len += n;
-    }
-
-    /// Prefetches into L2 the lines of layer `l` that appending `n` tokens will write: each
-    /// head's key block of those positions and their value rows. A token's key is spread over
-    /// `head_dim / 2` lines (f16) of its block (dimension-major), which the previous step's weight
-    /// stream has evicted to DRAM: written cold, the stores waited for their lines, 0.015–0.024
-    /// of a plain stream of the step's weight bytes (700M shape, one thread, `-p 128 -n 64`).
-    /// Prefetched a phase early (before the Q/K/V projections), that wait is gone; the burst of
-    /// prefetches itself costs about 0.01, so the decode roofline gained about one point
-    /// (0.769 vs 0.759, four alternated runs of one build).
-    pub(crate) fn prefetch_append(&self, l: usize, n: usize, head_dim: usize) {
-        fn heads<T>(k: &[Vec<T>], v: &[Vec<T>], start: usize, n: usize, hd: usize) {
-            let (b0, b1) = (start / KEY_BLOCK, (start + n).div_ceil(KEY_BLOCK));
-            for (k, v) in k.iter().zip(v) {
-                prefetch_spare(k, b0 * KEY_BLOCK * hd, b1 * KEY_BLOCK * hd);
-                prefetch_spare(v, start * hd, (start + n) * hd);
-            }
-        }
-        match &self.data {
-            KvData::F32(k, v) => heads(&k[l], &v[l], self.len, n, head_dim),
-            KvData::F16(k, v) => heads(&k[l], &v[l], self.len, n, head_dim),
-        }
-    }
-
-    /// Appends layer `l`'s keys and values of the new tokens, then attends the queries `q`
-    /// (`[n, heads · hd]`) to everything cached, writing `out`.
-    pub(crate) fn append_and_attend(
-        &mut self,
-        isa: Isa,
-        l: usize,
-        kv: (&[f32], &[f32]),
-        q: &[f32],
-        out: &mut [f32],
-        d: Dims,
-    ) {
-        match &mut self.data {
-            KvData::F32(k, v) => {
-                append_keys(&mut k[l], kv.0, d.head_dim, d.start);
-                append(&mut v[l], kv.1, d.head_dim);
-                attention(isa, q, &k[l], &v[l], out, d);
-            }
-            KvData::F16(k, v) => {
-                append_keys(&mut k[l], kv.0, d.head_dim, d.start);
-                append(&mut v[l], kv.1, d.head_dim);
-                attention(isa, q, &k[l], &v[l], out, d);
-            }
         }
     }
 }

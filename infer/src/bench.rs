@@ -36,6 +36,9 @@ pub struct BenchReport {
     pub file_bytes: u64,
     /// Bytes of the KV cache at the end of the run.
     pub kv_cache_bytes: u64,
+    /// Its element type (`f16`, `f32`, `q8`; the GPU path keeps f32).
+    #[serde(default)]
+    pub kv: String,
     /// GPU path: bytes of device memory allocated (weights, KV cache, activations).
     #[serde(default)]
     pub gpu_memory_bytes: Option<u64>,
@@ -272,6 +275,7 @@ pub fn run(
         peak_rss_bytes: peak_rss,
         file_bytes,
         kv_cache_bytes: cache.bytes(&model.spec) as u64,
+        kv: cache.dtype().name().to_string(),
         gpu_memory_bytes: None,
         weight_bytes_per_token: bytes_per_token,
         effective_gb_s: effective,
@@ -326,6 +330,7 @@ pub fn run_gpu(
         peak_rss_bytes: peak_rss,
         file_bytes,
         kv_cache_bytes: s.kv_cache_bytes(),
+        kv: KvDtype::F32.name().to_string(),
         gpu_memory_bytes: Some(gpu.resident_bytes() + s.session_bytes()),
         weight_bytes_per_token: bytes_per_token,
         effective_gb_s: effective,

@@ -4,14 +4,14 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context, bail};
-use tern_infer::Model;
 use tern_infer::bench::{BenchOptions, BenchReport, run as run_bench};
+use tern_infer::{KvDtype, Model};
 use tern_pack::Codec;
 use tern_pack::init::{RandomSource, init_checkpoint};
 use tern_pack::safetensors::Dtype;
 use tern_pack::spec::{HfConfig, ModelSpec, WeightKind};
 
-use super::serve::{Device, EngineArgs, Opened, gpu_model};
+use super::serve::{Device, EngineArgs, Opened, gpu_model, parse_kv};
 
 /// Arguments of `tern bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -49,6 +49,10 @@ pub struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// KV cache element type on the CPU: f16 (default), f32, or q8 (int8 with a scale per
+    /// row: about half the bytes of f16). The GPU path keeps f32.
+    #[arg(long, default_value = "f16", value_parser = parse_kv)]
+    kv: KvDtype,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -71,6 +75,7 @@ fn run_in_pool(a: BenchArgs, opts: tern_infer::LoadOptions) -> anyhow::Result<()
         prompt_tokens: a.prompt_tokens,
         gen_tokens: a.gen_tokens,
         seed: a.seed,
+        kv: a.kv,
         ..BenchOptions::default()
     };
     let name = a
@@ -196,6 +201,7 @@ fn run_f32_twin(a: &BenchArgs) -> anyhow::Result<BenchReport> {
         &a.gen_tokens.to_string(),
     ]);
     cmd.args(["--seed", &a.seed.to_string(), "--isa", &a.engine.isa]);
+    cmd.args(["--kv", a.kv.name()]);
     if a.engine.device == Device::Gpu {
         cmd.args(["--device", "gpu"]);
     }
@@ -261,9 +267,10 @@ fn print_report(r: &BenchReport) {
         println!("GPU memory         {} allocated", gib(g));
     }
     println!(
-        "memory             peak RSS {}, weights file {}, KV cache {}",
+        "memory             peak RSS {}, weights file {}, KV cache {} ({})",
         r.peak_rss_bytes.map_or("n/a".into(), gib),
         gib(r.file_bytes),
-        gib(r.kv_cache_bytes)
+        gib(r.kv_cache_bytes),
+        r.kv
     );
 }

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use tern_infer::kernels::Isa;
-use tern_infer::{HeadFormat, LoadOptions, Model};
+use tern_infer::{HeadFormat, KvDtype, LoadOptions, Model};
 use tern_pack::checkpoint::packed::{FORMAT, WEIGHTS_FILE};
 use tern_pack::checkpoint::{LatentCheckpoint, PackedCheckpoint};
 use tern_pack::safetensors::SafetensorsFile;
@@ -33,6 +33,11 @@ pub struct EngineArgs {
 pub enum Device {
     Cpu,
     Gpu,
+}
+
+/// `--kv`'s parser (for `tern infer` and `tern bench`).
+pub fn parse_kv(s: &str) -> Result<KvDtype, String> {
+    KvDtype::from_name(s).ok_or_else(|| format!("`{s}`: use f16, f32 or q8"))
 }
 
 /// Uploads `model` to the first GPU adapter wgpu finds, saying which on stderr.

@@ -66,6 +66,8 @@ unsafe fn run<T: KvElem, const C: usize>(b: Block<'_, T>, out: &mut [f32]) {
         lens,
         k,
         v,
+        k_scale,
+        v_scale,
         next_k,
         scale,
     } = b;
@@ -77,7 +79,9 @@ unsafe fn run<T: KvElem, const C: usize>(b: Block<'_, T>, out: &mut [f32]) {
             && q.len() == m * hd
             && out.len() == q.len()
             && k.len() >= blocks * KEY_BLOCK * hd
-            && v.len() >= longest * hd,
+            && v.len() >= longest * hd
+            && (k_scale.is_empty() || k_scale.len() >= longest)
+            && (v_scale.is_empty() || v_scale.len() >= longest),
         "attention block shapes"
     );
     let size = std::mem::size_of::<T>();
@@ -96,9 +100,18 @@ unsafe fn run<T: KvElem, const C: usize>(b: Block<'_, T>, out: &mut [f32]) {
             let (r0, r1) = (b * KEY_BLOCK, ((b + 1) * KEY_BLOCK).min(longest));
             prefetch_l2(&v[r0 * hd..r1 * hd]);
             let t0 = b * KEY_BLOCK;
+            // The keys' row scales of this block (an int8 cache), multiplied after `scale`.
+            let row_scales = (!k_scale.is_empty()).then(|| {
+                let live = ((1u32 << (longest - t0).min(KEY_BLOCK)) - 1) as u16;
+                _mm512_maskz_loadu_ps(live, k_scale.as_ptr().add(t0))
+            });
             let mut store = |j: usize, s: __m512| {
                 let live = lens[j].saturating_sub(t0).min(KEY_BLOCK);
                 let dst = p.as_mut_ptr().add(j * longest + t0);
+                let s = match row_scales {
+                    Some(r) => _mm512_mul_ps(s, r),
+                    None => s,
+                };
                 _mm512_mask_storeu_ps(dst, ((1u32 << live) - 1) as u16, s);
             };
             if m == 1 {
@@ -132,6 +145,10 @@ unsafe fn run<T: KvElem, const C: usize>(b: Block<'_, T>, out: &mut [f32]) {
             let inv = 1.0 / softmax_numerators(row);
             for w in row.iter_mut() {
                 *w *= inv;
+            }
+            // The values' row scales (an int8 cache) folded into the weights.
+            for (w, s) in row.iter_mut().zip(&v_scale[..v_scale.len().min(len)]) {
+                *w *= s;
             }
         }
         if m == 1 {
