@@ -9,6 +9,8 @@ use rayon::prelude::*;
 use crate::kernels::Isa;
 
 #[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
 mod avx512;
 mod cache;
 
@@ -306,6 +308,18 @@ fn softmax_numerators(s: &mut [f32]) -> f32 {
     sum
 }
 
+/// [`softmax_numerators`] with the instructions of `isa` (bit for bit the same).
+#[inline(always)]
+fn softmax(isa: Isa, s: &mut [f32]) -> f32 {
+    match isa {
+        // SAFETY: these instruction sets are only constructed for CPUs that run AVX2
+        // (`Isa::available`).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni => unsafe { avx2::softmax_numerators(s) },
+        _ => softmax_numerators(s),
+    }
+}
+
 /// One block of queries against one KV head: query `j` (`q[j·hd..]`) attends to the first
 /// `lens[j]` cached tokens. `k`: the head's keys in [`KEY_BLOCK`]-token blocks,
 /// `[blocks, hd, KEY_BLOCK]`; `v`: its values, `[tokens, hd]`.
@@ -374,7 +388,7 @@ fn block_body<T: KvElem>(isa: Isa, b: Block<'_, T>, out: &mut [f32]) {
     }
     let mut inv = [0f32; MAX_QUERIES];
     for j in 0..m {
-        let sum = softmax_numerators(&mut scores[j * longest..j * longest + lens[j]]);
+        let sum = softmax(isa, &mut scores[j * longest..j * longest + lens[j]]);
         inv[j] = 1.0 / sum;
     }
     out.fill(0.0);

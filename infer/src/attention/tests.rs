@@ -150,14 +150,19 @@ fn exp_is_within_two_ulp_of_the_library() {
 /// registers, random scores and rows with infinities, NaN and signed zeros.
 #[cfg(target_arch = "x86_64")]
 #[test]
-fn avx512_softmax_numerators_equal_the_scalar_ones() {
-    if !std::arch::is_x86_feature_detected!("avx512f") {
-        return;
-    }
+fn vector_softmax_numerators_equal_the_scalar_ones() {
     /// The AVX-512 entry point, with the feature it needs enabled for it to inline into.
     #[target_feature(enable = "avx512f")]
-    unsafe fn vector(s: &mut [f32]) -> f32 {
+    unsafe fn avx512(s: &mut [f32]) -> f32 {
         unsafe { avx512::softmax_numerators(s) }
+    }
+    type Vector = unsafe fn(&mut [f32]) -> f32;
+    let mut versions: Vec<(&str, Vector)> = Vec::new();
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        versions.push(("avx512", avx512));
+    }
+    if std::arch::is_x86_feature_detected!("avx2") {
+        versions.push(("avx2", avx2::softmax_numerators));
     }
     let mut rng = SplitMix64::new(7);
     let mut rows: Vec<Vec<f32>> = (0..=50)
@@ -179,16 +184,19 @@ fn avx512_softmax_numerators_equal_the_scalar_ones() {
     ]);
     rows.push(vec![f32::INFINITY, 1.0, -1.0]);
     for row in rows {
-        let (mut want, mut got) = (row.clone(), row.clone());
+        let mut want = row.clone();
         let ws = softmax_numerators(&mut want);
-        // SAFETY: AVX-512F was detected above.
-        let gs = unsafe { vector(&mut got) };
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(
-            (ws.to_bits(), bits(&want)),
-            (gs.to_bits(), bits(&got)),
-            "{row:?}"
-        );
+        for (name, vector) in &versions {
+            let mut got = row.clone();
+            // SAFETY: each version's instruction set was detected above.
+            let gs = unsafe { vector(&mut got) };
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                (ws.to_bits(), bits(&want)),
+                (gs.to_bits(), bits(&got)),
+                "{name}: {row:?}"
+            );
+        }
     }
 }
 
