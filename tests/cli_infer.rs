@@ -268,6 +268,7 @@ fn the_int8_kv_cache_is_served_and_reported() {
         "hi",
         "-n",
         "4",
+        "--ignore-eos",
         "--ids",
         "--kv",
         "q8",

@@ -99,6 +99,18 @@ fn split_keys_scaled<T: KvElem>(
     (heads, scales)
 }
 
+/// Unit normal queries (`n` tokens) and keys and values (`start + n` tokens) of shape `d`,
+/// token-major.
+fn random_qkv(rng: &mut SplitMix64, d: Dims, n: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut q = vec![0f32; n * d.heads * d.head_dim];
+    let mut k = vec![0f32; (d.start + n) * d.kv_heads * d.head_dim];
+    let mut v = k.clone();
+    rng.fill_normal(&mut q, 1.0);
+    rng.fill_normal(&mut k, 1.0);
+    rng.fill_normal(&mut v, 1.0);
+    (q, k, v)
+}
+
 /// Attention in f64 with a two-pass softmax: the reference of every instruction set.
 fn reference(q: &[f32], k: &[f32], v: &[f32], d: Dims) -> Vec<f32> {
     let hd = d.head_dim;
@@ -221,12 +233,7 @@ fn attention_equals_the_f64_reference_on_every_isa() {
                 head_dim: hd,
                 start,
             };
-            let mut q = vec![0f32; n * heads * hd];
-            let mut k = vec![0f32; (start + n) * kv_heads * hd];
-            let mut v = k.clone();
-            rng.fill_normal(&mut q, 1.0);
-            rng.fill_normal(&mut k, 1.0);
-            rng.fill_normal(&mut v, 1.0);
+            let (q, k, v) = random_qkv(&mut rng, d, n);
             let want = reference(&q, &k, &v, d);
             for isa in Isa::available() {
                 let mut got = vec![0f32; q.len()];
@@ -256,13 +263,7 @@ fn attention_agrees_across_isas() {
             head_dim: hd,
             start: 9,
         };
-        let n = 3;
-        let mut q = vec![0f32; n * 4 * hd];
-        let mut k = vec![0f32; (9 + n) * 2 * hd];
-        let mut v = k.clone();
-        rng.fill_normal(&mut q, 1.0);
-        rng.fill_normal(&mut k, 1.0);
-        rng.fill_normal(&mut v, 1.0);
+        let (q, k, v) = random_qkv(&mut rng, d, 3);
         let mut want = vec![0f32; q.len()];
         let (k16, v16) = (split_keys::<f16>(&k, 2, hd), split::<f16>(&v, 2, hd));
         let (k, v) = (split_keys::<f32>(&k, 2, hd), split::<f32>(&v, 2, hd));
@@ -331,12 +332,7 @@ fn attention_with_an_int8_cache_stays_within_its_budget_on_every_isa() {
                 head_dim: hd,
                 start,
             };
-            let mut q = vec![0f32; n * heads * hd];
-            let mut k = vec![0f32; (start + n) * kv_heads * hd];
-            let mut v = k.clone();
-            rng.fill_normal(&mut q, 1.0);
-            rng.fill_normal(&mut k, 1.0);
-            rng.fill_normal(&mut v, 1.0);
+            let (q, k, v) = random_qkv(&mut rng, d, n);
             let want = reference(&q, &k, &v, d);
             let (k8, ks) = split_keys_scaled::<i8>(&k, kv_heads, hd);
             let (v8, vs) = split_scaled::<i8>(&v, kv_heads, hd);
