@@ -147,7 +147,7 @@ unsafe fn run<T: KvElem, const C: usize>(b: Block<'_, T>, out: &mut [f32]) {
                 *w *= inv;
             }
             // The values' row scales (an int8 cache) folded into the weights.
-            for (w, s) in row.iter_mut().zip(&v_scale[..v_scale.len().min(len)]) {
+            for (w, s) in row.iter_mut().zip(v_scale) {
                 *w *= s;
             }
         }

@@ -84,7 +84,8 @@ struct Store<T> {
     k: Heads<T>,
     /// Values, per head `[tokens, hd]`.
     v: Heads<T>,
-    /// The scale of each key and value row, per head `[tokens]` (empty unless `T::SCALED`).
+    /// The scale of each key and value row, per head `[tokens]`; per layer no heads at all
+    /// unless `T::SCALED` (what `attention_scaled` takes for an unscaled element type).
     k_scale: Heads<f32>,
     v_scale: Heads<f32>,
 }
@@ -92,12 +93,18 @@ struct Store<T> {
 impl<T: KvElem> Store<T> {
     fn new(spec: &ModelSpec, capacity: usize) -> Self {
         let rows = capacity.next_multiple_of(KEY_BLOCK) * spec.head_dim;
-        let scales = if T::SCALED { capacity } else { 0 };
+        let scales = || {
+            if T::SCALED {
+                heads(spec, capacity)
+            } else {
+                vec![Vec::new(); spec.num_layers]
+            }
+        };
         Store {
             k: heads(spec, rows),
             v: heads(spec, rows),
-            k_scale: heads(spec, scales),
-            v_scale: heads(spec, scales),
+            k_scale: scales(),
+            v_scale: scales(),
         }
     }
 
@@ -136,11 +143,7 @@ impl<T: KvElem> Store<T> {
         let hd = d.head_dim;
         append_keys(isa, &mut self.k[l], &mut self.k_scale[l], kv.0, hd, d.start);
         append(isa, &mut self.v[l], &mut self.v_scale[l], kv.1, hd);
-        let scales: (&[Vec<f32>], &[Vec<f32>]) = if T::SCALED {
-            (&self.k_scale[l], &self.v_scale[l])
-        } else {
-            (&[], &[])
-        };
+        let scales = (&self.k_scale[l][..], &self.v_scale[l][..]);
         attention_scaled(isa, q, &self.k[l], &self.v[l], scales, out, d);
     }
 }
