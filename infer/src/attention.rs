@@ -13,6 +13,8 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 mod cache;
+#[cfg(target_arch = "x86_64")]
+mod kernel;
 
 pub use cache::{KvCache, KvDtype};
 
@@ -30,10 +32,10 @@ fn axpy_body(w: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
-/// How far ahead of its use the AVX-512 kernel prefetches each KV head's stream, in bytes. A
-/// head's keys and values are short streams (a few KB to a few hundred KB) that the weight
-/// stream of the previous layer has evicted to DRAM: the hardware prefetchers barely ramp up
-/// on them.
+/// How far ahead of its use the x86 kernel (`attention/kernel.rs`) prefetches each KV head's
+/// stream, in bytes. A head's keys and values are short streams (a few KB to a few hundred KB)
+/// that the weight stream of the previous layer has evicted to DRAM: the hardware prefetchers
+/// barely ramp up on them.
 const KV_AHEAD: usize = 4096;
 
 /// Rows of the cache prefetched ahead of the one being read (each head's rows are one
@@ -98,12 +100,18 @@ pub trait KvElem: Copy + Default + Send + Sync + 'static {
     /// Narrows one row `src` onto the end of `dst` (with the instructions of `isa`); returns its
     /// scale (1 unless `SCALED`).
     fn extend(isa: Isa, dst: &mut Vec<Self>, src: &[f32]) -> f32;
-    /// Sixteen values from `p`, widened (the AVX-512 kernel's load).
+    /// Sixteen values from `p`, widened (the shared kernel's load with AVX-512).
     ///
     /// # Safety
     /// The CPU runs AVX-512F (and F16C); sixteen values are readable from `p`.
     #[cfg(target_arch = "x86_64")]
     unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512;
+    /// Eight values from `p`, widened (the AVX2 kernel's load).
+    ///
+    /// # Safety
+    /// The CPU runs AVX2 and F16C; eight values are readable from `p`.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
 }
 
 impl KvElem for f32 {
@@ -119,6 +127,11 @@ impl KvElem for f32 {
     #[inline(always)]
     unsafe fn load16(p: *const f32) -> std::arch::x86_64::__m512 {
         unsafe { std::arch::x86_64::_mm512_loadu_ps(p) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const f32) -> std::arch::x86_64::__m256 {
+        unsafe { std::arch::x86_64::_mm256_loadu_ps(p) }
     }
 }
 
@@ -152,6 +165,12 @@ impl KvElem for f16 {
         use std::arch::x86_64::{_mm256_loadu_si256, _mm512_cvtph_ps};
         unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())) }
     }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const f16) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::{_mm_loadu_si128, _mm256_cvtph_ps};
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) }
+    }
 }
 
 /// Int8 with a scale per row, coded by BitNet's activation quantizer ([`quantize_i8`]): codes
@@ -176,6 +195,12 @@ impl KvElem for i8 {
     unsafe fn load16(p: *const i8) -> std::arch::x86_64::__m512 {
         use std::arch::x86_64::{_mm_loadu_si128, _mm512_cvtepi8_epi32, _mm512_cvtepi32_ps};
         unsafe { _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p.cast()))) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const i8) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::{_mm_loadl_epi64, _mm256_cvtepi8_epi32, _mm256_cvtepi32_ps};
+        unsafe { _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p.cast()))) }
     }
 }
 
@@ -449,17 +474,21 @@ fn block<T: KvElem>(isa: Isa, b: Block<'_, T>, out: &mut [f32]) {
     );
     match isa {
         // SAFETY: an `Isa` other than Generic is only constructed for CPUs that run it
-        // (`Isa::available`); the bodies are safe Rust, and `avx512::block` checks every
-        // shape before its first unsafe access.
+        // (`Isa::available`); the bodies are safe Rust, and the shared kernel
+        // (`kernel::block`) checks every shape before its first unsafe access.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 | Isa::Avx512Vnni => {
-            // The kernel of its own for the widths it takes, else the generic body.
+            // The shared kernel for the widths it takes, else the generic body.
             if !unsafe { avx512::block(b, out) } {
                 unsafe { block_avx512(isa, b, out) }
             }
         }
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { block_avx2(isa, b, out) },
+        Isa::Avx2 => {
+            if !unsafe { avx2::block(b, out) } {
+                unsafe { block_avx2(isa, b, out) }
+            }
+        }
         _ => block_body(isa, b, out),
     }
 }

@@ -216,7 +216,8 @@ fn vector_softmax_numerators_equal_the_scalar_ones() {
 fn attention_equals_the_f64_reference_on_every_isa() {
     let mut rng = SplitMix64::new(7);
     // MHA (blocks of 16 tokens), GQA groups of 4 (2B4T), a group of 16 (one token per
-    // block); prefills of 1..40 tokens after 0 or 9 cached ones.
+    // block); prefills of 1..40 tokens after 0 or 9 cached ones. Every width of the shared
+    // x86 kernel (64, 80, 96, 128) with a lone query (MHA decode) and with groups.
     for (heads, kv_heads, hd) in [
         (3, 3, 24),
         (8, 2, 40),
@@ -225,6 +226,9 @@ fn attention_equals_the_f64_reference_on_every_isa() {
         (8, 2, 128),
         (12, 3, 64),
         (5, 1, 80),
+        (2, 2, 128),
+        (2, 2, 80),
+        (2, 2, 64),
     ] {
         for (start, n) in [(0, 1), (0, 37), (9, 1), (9, 40)] {
             let d = Dims {
@@ -255,8 +259,8 @@ fn attention_equals_the_f64_reference_on_every_isa() {
 #[test]
 fn attention_agrees_across_isas() {
     let mut rng = SplitMix64::new(5);
-    // A width the AVX-512 kernel takes (64) and one it leaves to the generic body (40).
-    for hd in [40, 64] {
+    // Widths the shared x86 kernel takes (64, 128) and one it leaves to the generic body (40).
+    for hd in [40, 64, 128] {
         let d = Dims {
             heads: 4,
             kv_heads: 2,
@@ -323,7 +327,7 @@ fn int8_rows_round_to_nearest_within_half_a_step() {
 #[test]
 fn attention_with_an_int8_cache_stays_within_its_budget_on_every_isa() {
     let mut rng = SplitMix64::new(13);
-    // Widths the AVX-512 kernel takes (64, 96, 128) and ones it leaves to the generic body.
+    // Widths the shared x86 kernel takes (64, 96, 128) and ones it leaves to the generic body.
     for (heads, kv_heads, hd) in [(3, 3, 24), (2, 2, 96), (8, 2, 128), (12, 3, 64), (4, 2, 40)] {
         for (start, n) in [(0, 1), (0, 37), (9, 1), (40, 3)] {
             let d = Dims {
