@@ -6,6 +6,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use tern_pack::init::SplitMix64;
+use tern_pack::spec::ModelSpec;
 
 use crate::attention::{KvCache, KvDtype};
 use crate::error::{Error, Result};
@@ -53,6 +54,15 @@ pub struct BenchReport {
     pub measured_bandwidth_gb_s: f64,
     /// Decode speed over the roofline `measured_bandwidth / weight_bytes_per_token`.
     pub roofline_fraction: f64,
+    /// Mean bytes of the KV cache that one decode step reads (every cached key and value, at
+    /// the step's context length): reads beside the weights, which grow with the context.
+    #[serde(default)]
+    pub kv_bytes_per_token: u64,
+    /// Decode speed over the roofline of weights and KV reads together,
+    /// `measured_bandwidth / (weight_bytes_per_token + kv_bytes_per_token)`: the share of the
+    /// read bandwidth that decoding used.
+    #[serde(default)]
+    pub read_roofline_fraction: f64,
     /// Multiply-accumulates of the linear layers per token.
     pub linear_macs_per_token: u64,
     /// The int8 dot-product peak of the threads used, measured (G multiply-accumulates/s; CPU
@@ -175,6 +185,16 @@ fn bench_prompt(opts: &BenchOptions, context: usize, vocab: usize) -> Result<Vec
         .collect())
 }
 
+/// The mean bytes of the KV cache (of `dtype`) that the decode steps of a run read: step `i`
+/// (`1..n`) attends to the `p` prompt tokens and `i` more.
+fn kv_bytes_per_step(spec: &ModelSpec, p: usize, n: usize, dtype: KvDtype) -> u64 {
+    let steps = n.saturating_sub(1).max(1);
+    (1..=steps)
+        .map(|i| KvCache::bytes_for(spec, p + i, dtype) as u64)
+        .sum::<u64>()
+        / steps as u64
+}
+
 /// What [`timed_greedy`] measured.
 struct Timing {
     ttft: std::time::Duration,
@@ -258,6 +278,7 @@ pub fn run(
             .fold(0.0, f64::max)
     };
     let effective = bytes_per_token as f64 * decode_tok_s / 1e9;
+    let kv_read = kv_bytes_per_step(&model.spec, p, n, opts.kv);
     let macs = model.linear_macs_per_token();
     let peak = measure_int8_peak(model.isa);
     let int8_model = model.layers.first().is_some_and(|l| l.q.w.wants_i8());
@@ -281,6 +302,8 @@ pub fn run(
         effective_gb_s: effective,
         measured_bandwidth_gb_s: bandwidth,
         roofline_fraction: effective / bandwidth,
+        kv_bytes_per_token: kv_read,
+        read_roofline_fraction: (bytes_per_token + kv_read) as f64 * decode_tok_s / 1e9 / bandwidth,
         linear_macs_per_token: macs,
         int8_peak_gmacs: Some(peak / 1e9),
         prefill_int8_peak_fraction: int8_model.then(|| macs as f64 * prefill_tok_s / peak),
@@ -316,6 +339,7 @@ pub fn run_gpu(
         .context()
         .measure_copy_bandwidth(opts.bandwidth_bytes as u64)?;
     let effective = bytes_per_token as f64 * decode_tok_s / 1e9;
+    let kv_read = kv_bytes_per_step(spec, p, n, KvDtype::F32);
     Ok(BenchReport {
         model: name.to_string(),
         format: format.to_string(),
@@ -336,6 +360,8 @@ pub fn run_gpu(
         effective_gb_s: effective,
         measured_bandwidth_gb_s: bandwidth,
         roofline_fraction: effective / bandwidth,
+        kv_bytes_per_token: kv_read,
+        read_roofline_fraction: (bytes_per_token + kv_read) as f64 * decode_tok_s / 1e9 / bandwidth,
         linear_macs_per_token: gpu.linear_macs_per_token(),
         int8_peak_gmacs: None,
         prefill_int8_peak_fraction: None,

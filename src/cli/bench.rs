@@ -257,6 +257,12 @@ fn print_report(r: &BenchReport) {
             "device copy bandwidth (read + write)"
         }
     );
+    println!(
+        "with the KV cache  {:.1} MiB more read per token ({}), {:.1}% of the bandwidth",
+        r.kv_bytes_per_token as f64 / (1 << 20) as f64,
+        r.kv,
+        100.0 * r.read_roofline_fraction
+    );
     if let (Some(f), Some(peak)) = (r.prefill_int8_peak_fraction, r.int8_peak_gmacs) {
         println!(
             "prefill compute    {:.1}% of the measured int8 peak ({peak:.1} GMAC/s)",
