@@ -7,13 +7,14 @@
 //! each chunk calls a single-threaded kernel of [`crate::kernels`].
 
 use std::borrow::Cow;
+use std::sync::OnceLock;
 
 use half::{bf16, f16};
 use rayon::prelude::*;
 use tern_pack::codec::Codec;
 use tern_pack::quant::quantize_activations_i8;
 
-use crate::kernels::{self, DenseWeights, Isa};
+use crate::kernels::{self, DenseWeights, I8Activations, Isa};
 
 /// The activations entering a layer, with their int8 quantization when some layer wants it.
 ///
@@ -30,6 +31,8 @@ pub struct Input<'x> {
     pub x: &'x [f32],
     /// The int8 form, when computed.
     pub q: Option<QuantizedRows>,
+    /// The int8 form arranged for the ternary kernels, once the first ternary layer asked.
+    arranged: OnceLock<I8Activations>,
 }
 
 /// Per-token int8 activations (BitNet's absmax quantizer), with what the kernels need.
@@ -71,6 +74,7 @@ impl<'x> Input<'x> {
             k,
             x,
             q: None,
+            arranged: OnceLock::new(),
         }
     }
 
@@ -88,6 +92,19 @@ impl<'x> Input<'x> {
             Some(q) => Cow::Borrowed(q),
             None => Cow::Owned(QuantizedRows::new(self.isa, self.x, self.n, self.k)),
         }
+    }
+
+    /// `q`, arranged for `isa`'s ternary kernels of `codec`: once per input when the int8 form
+    /// is kept (q/k/v, and gate/up, share it), else for this call.
+    fn arranged(&self, q: &QuantizedRows, isa: Isa, codec: Codec) -> Cow<'_, I8Activations> {
+        let arrange = || I8Activations::new(isa, codec, &q.codes, &q.sums, self.k, self.n);
+        if self.q.is_some() {
+            let a = self.arranged.get_or_init(arrange);
+            if a.fits(isa, codec) {
+                return Cow::Borrowed(a);
+            }
+        }
+        Cow::Owned(arrange())
     }
 }
 
@@ -257,11 +274,11 @@ impl Linear for TernaryLinear<'_> {
         match self.activations {
             TernaryActivations::Int8 => {
                 let q = input.quantized();
+                // Arranged once, for every row range (and, through `input`, every matrix).
+                let x = input.arranged(&q, self.isa, self.codec);
                 let kernel = |first: usize, rows: usize, acc: &mut [i32]| {
                     let data = &self.data[first * rb..(first + rows) * rb];
-                    kernels::ternary_gemm_i8(
-                        self.isa, self.codec, data, k, &q.codes, &q.sums, n, acc,
-                    );
+                    kernels::ternary_gemm_i8_arranged(data, &x, acc);
                 };
                 // transformers' BitLinear: y = acc / (x_scale · w_scale). One token and one
                 // scale per tensor (a decode step of BitNet): one divisor, captured by value so

@@ -6,8 +6,8 @@
 
 use proptest::prelude::*;
 use tern_infer::kernels::{
-    DenseWeights, Isa, dense_gemm_f32, dense_gemm_i8, int8_peak_macs_per_s, ternary_gemm_f32,
-    ternary_gemm_i8,
+    DenseWeights, I8Activations, Isa, dense_gemm_f32, dense_gemm_i8, int8_peak_macs_per_s,
+    ternary_gemm_f32, ternary_gemm_i8, ternary_gemm_i8_arranged,
 };
 use tern_pack::codec::Codec;
 use tern_pack::dot::{DOT_F32_ULPS_PER_TERM, dot_f32_error_budget, dot_i8};
@@ -130,6 +130,65 @@ fn ternary_i8_extreme_weights() {
             }
         }
     }
+}
+
+#[test]
+fn arranged_activations_serve_every_row_range() {
+    // The engine arranges a layer's input once and runs every row range of every matrix that
+    // reads it on that one arrangement: each range must equal the scalar reference.
+    let mut rng = Rng(7);
+    let (k, rows) = (1536 + 37, 23);
+    let trits = rng.trits(rows * k);
+    for isa in Isa::available() {
+        for codec in Codec::ALL {
+            let packed = codec.encode_matrix(&trits, k).unwrap();
+            let rb = codec.row_bytes(k);
+            for n in [1, 3, 9] {
+                let xs = rng.i8s(n * k);
+                let sums: Vec<i32> = xs
+                    .chunks(k)
+                    .map(|x| x.iter().map(|&v| v as i32).sum())
+                    .collect();
+                let x = I8Activations::new(isa, codec, &xs, &sums, k, n);
+                assert!(x.fits(isa, codec) && (x.k(), x.n()) == (k, n));
+                let other = if codec == Codec::Bits2 {
+                    Codec::Bits1_6
+                } else {
+                    Codec::Bits2
+                };
+                assert!(!x.fits(isa, other));
+                // Ranges of 0, 1, 2, 3, 5 and 12 rows, in order and from the same `x`.
+                let mut first = 0;
+                for len in [0, 1, 2, 3, 5, 12] {
+                    let mut out = vec![i32::MIN; len * n];
+                    ternary_gemm_i8_arranged(&packed[first * rb..(first + len) * rb], &x, &mut out);
+                    for r in 0..len {
+                        let row = &packed[(first + r) * rb..(first + r + 1) * rb];
+                        for i in 0..n {
+                            let want = dot_i8(codec, row, &xs[i * k..(i + 1) * k]);
+                            assert_eq!(
+                                out[r * n + i],
+                                want,
+                                "{isa} {codec} n={n} row {}",
+                                first + r
+                            );
+                        }
+                    }
+                    first += len;
+                }
+                assert_eq!(first, rows);
+            }
+        }
+    }
+}
+
+#[test]
+#[should_panic(expected = "weights are not whole rows")]
+fn arranged_activations_reject_partial_rows() {
+    let (codec, k) = (Codec::Bits2, 64);
+    let x = I8Activations::new(Isa::Generic, codec, &[1; 64], &[64], k, 1);
+    let mut out = [0i32; 1];
+    ternary_gemm_i8_arranged(&[0u8; 17], &x, &mut out);
 }
 
 #[test]

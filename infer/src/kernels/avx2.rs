@@ -14,7 +14,7 @@ use std::arch::x86_64::*;
 
 use tern_pack::codec::Codec;
 
-use super::layout::Blocks;
+use super::layout::{Arranged, Blocks};
 use super::{DenseWeights, generic};
 
 /// Bytes in one block (one group).
@@ -92,46 +92,32 @@ unsafe fn planes<const T: usize>(q: __m256i) -> [__m256i; T] {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn ternary_gemm_i8(
     codec: Codec,
+    x: Arranged<'_>,
     packed: &[u8],
-    k: usize,
-    xs: &[i8],
-    n: usize,
     out: &mut [i32],
 ) {
     unsafe {
         match codec {
-            Codec::Bits2 => ternary_i8::<4>(codec, packed, k, xs, n, out),
-            Codec::Bits1_6 => ternary_i8::<5>(codec, packed, k, xs, n, out),
+            Codec::Bits2 => ternary_i8::<4>(x, packed, out),
+            Codec::Bits1_6 => ternary_i8::<5>(x, packed, out),
         }
     }
 }
 
 #[inline(always)]
-unsafe fn ternary_i8<const T: usize>(
-    codec: Codec,
-    packed: &[u8],
-    k: usize,
-    xs: &[i8],
-    n: usize,
-    out: &mut [i32],
-) {
-    let lay = Blocks::new(codec, k, 1);
-    assert_eq!(lay.block_elems(), BLOCK * T);
-    let scattered = lay.scatter_all(xs, n, 0i8);
-    let xp = scattered.as_slice();
-    let sums: Vec<i32> = xs
-        .chunks_exact(k)
-        .map(|x| x.iter().map(|&v| v as i32).sum())
-        .collect();
+unsafe fn ternary_i8<const T: usize>(x: Arranged<'_>, packed: &[u8], out: &mut [i32]) {
+    let Arranged { lay, xp, sums } = x;
+    let n = sums.len();
+    assert_eq!((lay.lanes, lay.block_elems()), (1, BLOCK * T));
     assert_eq!(xp.len(), n * lay.token_elems());
     assert_eq!(out.len() * lay.row_bytes, packed.len() * n);
     let mut i0 = 0;
     while i0 < n {
         let nb = (n - i0).min(MAX_NB);
         let run = Tokens {
-            lay: &lay,
+            lay,
             xp,
-            sums: &sums,
+            sums,
             n,
             i0,
         };

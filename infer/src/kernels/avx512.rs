@@ -22,7 +22,7 @@ use std::arch::x86_64::*;
 
 use tern_pack::codec::{Codec, bits1_6};
 
-use super::layout::Blocks;
+use super::layout::{Arranged, Blocks};
 
 /// Bytes in one block (two groups).
 const BLOCK: usize = 64;
@@ -339,21 +339,13 @@ unsafe fn load_block(row: &[u8], b: usize, lay: &Blocks) -> __m512i {
 #[inline(always)]
 pub(super) unsafe fn ternary_i8<D: Dot, P: Planes<T>, const T: usize>(
     pl: &P,
-    codec: Codec,
+    x: Arranged<'_>,
     packed: &[u8],
-    k: usize,
-    xs: &[i8],
-    n: usize,
     out: &mut [i32],
 ) {
-    let lay = Blocks::new(codec, k, 2);
-    assert_eq!(lay.block_elems(), BLOCK * T);
-    let scattered = lay.scatter_all(xs, n, 0i8);
-    let xp = scattered.as_slice();
-    let sums: Vec<i32> = xs
-        .chunks_exact(k)
-        .map(|x| x.iter().map(|&v| v as i32).sum())
-        .collect();
+    let Arranged { lay, xp, sums } = x;
+    let n = sums.len();
+    assert_eq!((lay.lanes, lay.block_elems()), (2, BLOCK * T));
     assert_eq!(xp.len(), n * lay.token_elems());
     assert_eq!(out.len() * lay.row_bytes, packed.len() * n);
     unsafe {
@@ -362,18 +354,18 @@ pub(super) unsafe fn ternary_i8<D: Dot, P: Planes<T>, const T: usize>(
             // and about 1 % in a 700M decode. 2-bit: four rows beat two by 10 % from L3, but
             // lost 12 % of the 2B4T decode's roofline from DRAM, so pairs stay.
             return if T == 4 {
-                matvec::<D, P, T, 2>(pl, &lay, packed, xp, sums[0], out)
+                matvec::<D, P, T, 2>(pl, lay, packed, xp, sums[0], out)
             } else {
-                matvec::<D, P, T, 3>(pl, &lay, packed, xp, sums[0], out)
+                matvec::<D, P, T, 3>(pl, lay, packed, xp, sums[0], out)
             };
         }
         let mut i0 = 0;
         while i0 < n {
             let nb = (n - i0).min(MAX_NB);
             let run = Tokens {
-                lay: &lay,
+                lay,
                 xp,
-                sums: &sums,
+                sums,
                 n,
                 i0,
             };
@@ -548,21 +540,17 @@ unsafe fn gemm_rows<D: Dot, P: Planes<T>, const T: usize, const NB: usize, const
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
 pub(super) unsafe fn ternary_gemm_i8_vnni(
     codec: Codec,
+    x: Arranged<'_>,
     packed: &[u8],
-    k: usize,
-    xs: &[i8],
-    n: usize,
     out: &mut [i32],
 ) {
     unsafe {
         match codec {
-            Codec::Bits2 => ternary_i8::<Vnni, Bits2, 4>(&Bits2, codec, packed, k, xs, n, out),
-            Codec::Bits1_6 if n == 1 => {
-                ternary_i8::<Vnni, _, 5>(&Bits16Lut::<false>::new(), codec, packed, k, xs, n, out)
+            Codec::Bits2 => ternary_i8::<Vnni, Bits2, 4>(&Bits2, x, packed, out),
+            Codec::Bits1_6 if x.sums.len() == 1 => {
+                ternary_i8::<Vnni, _, 5>(&Bits16Lut::<false>::new(), x, packed, out)
             }
-            Codec::Bits1_6 => {
-                ternary_i8::<Vnni, _, 5>(&Bits16Lut::<true>::new(), codec, packed, k, xs, n, out)
-            }
+            Codec::Bits1_6 => ternary_i8::<Vnni, _, 5>(&Bits16Lut::<true>::new(), x, packed, out),
         }
     }
 }
@@ -574,18 +562,14 @@ pub(super) unsafe fn ternary_gemm_i8_vnni(
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 pub(super) unsafe fn ternary_gemm_i8_bw(
     codec: Codec,
+    x: Arranged<'_>,
     packed: &[u8],
-    k: usize,
-    xs: &[i8],
-    n: usize,
     out: &mut [i32],
 ) {
     unsafe {
         match codec {
-            Codec::Bits2 => ternary_i8::<Bw, Bits2, 4>(&Bits2, codec, packed, k, xs, n, out),
-            Codec::Bits1_6 => {
-                ternary_i8::<Bw, Bits16Cmp, 5>(&Bits16Cmp, codec, packed, k, xs, n, out)
-            }
+            Codec::Bits2 => ternary_i8::<Bw, Bits2, 4>(&Bits2, x, packed, out),
+            Codec::Bits1_6 => ternary_i8::<Bw, Bits16Cmp, 5>(&Bits16Cmp, x, packed, out),
         }
     }
 }

@@ -9,7 +9,7 @@ use half::slice::HalfFloatSliceExt;
 use tern_pack::codec::{Codec, GROUP_BYTES};
 
 use super::DenseWeights;
-use super::layout::Blocks;
+use super::layout::{Arranged, Blocks};
 
 /// Digit planes of one 32-byte group (`32 · T` digits, plane `p` at `32p`), by the rules of
 /// `tern_pack::codec::{bits2, bits1_6}`.
@@ -52,36 +52,18 @@ fn dot_i8_i8(w: &[i8], x: &[i8]) -> i32 {
     w.iter().zip(x).map(|(&a, &b)| a as i32 * b as i32).sum()
 }
 
-pub(crate) fn ternary_gemm_i8(
-    codec: Codec,
-    packed: &[u8],
-    k: usize,
-    xs: &[i8],
-    n: usize,
-    out: &mut [i32],
-) {
+pub(crate) fn ternary_gemm_i8(codec: Codec, x: Arranged<'_>, packed: &[u8], out: &mut [i32]) {
     match codec {
-        Codec::Bits2 => ternary_i8::<4>(codec, packed, k, xs, n, out),
-        Codec::Bits1_6 => ternary_i8::<5>(codec, packed, k, xs, n, out),
+        Codec::Bits2 => ternary_i8::<4>(x, packed, out),
+        Codec::Bits1_6 => ternary_i8::<5>(x, packed, out),
     }
 }
 
-fn ternary_i8<const T: usize>(
-    codec: Codec,
-    packed: &[u8],
-    k: usize,
-    xs: &[i8],
-    n: usize,
-    out: &mut [i32],
-) {
-    let lay = Blocks::new(codec, k, 1);
+fn ternary_i8<const T: usize>(x: Arranged<'_>, packed: &[u8], out: &mut [i32]) {
+    let Arranged { lay, xp, sums } = x;
+    let n = sums.len();
+    assert_eq!(lay.lanes, 1);
     let (te, be) = (lay.token_elems(), lay.block_elems());
-    let xp = lay.scatter_all(xs, n, 0i8);
-    let xp = xp.as_slice();
-    let sums: Vec<i32> = xs
-        .chunks_exact(k)
-        .map(|x| x.iter().map(|&v| v as i32).sum())
-        .collect();
     let mut acc = vec![0i32; n];
     let (mut q, mut d) = ([0u8; GROUP_BYTES], [0u8; 160]);
     for (row, o) in packed
@@ -97,7 +79,7 @@ fn ternary_i8<const T: usize>(
             }
         }
         // Σ t·x = Σ d·x − Σ x.
-        for ((o, a), s) in o.iter_mut().zip(&acc).zip(&sums) {
+        for ((o, a), s) in o.iter_mut().zip(&acc).zip(sums) {
             *o = a - s;
         }
     }

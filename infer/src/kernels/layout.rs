@@ -129,7 +129,17 @@ impl Blocks {
     }
 }
 
+/// One call's int8 activations, arranged: their layout, the `n` tokens in block order
+/// (`n · token_elems`) and each token's `Σ x`.
+#[derive(Clone, Copy)]
+pub(crate) struct Arranged<'a> {
+    pub lay: &'a Blocks,
+    pub xp: &'a [i8],
+    pub sums: &'a [i32],
+}
+
 /// Activations in block order, aligned to 64 bytes where the allocator allows.
+#[derive(Clone)]
 pub(crate) struct Scattered<T> {
     buf: Vec<T>,
     off: usize,

@@ -26,10 +26,10 @@
 //!
 //! # Ternary kernels
 //! Packed digits are `d = t + 1` in {0, 1, 2}, so the int8 kernels compute `Σ d·x` with unsigned ×
-//! signed byte dot products and subtract `Σ x`. Activations are first copied, once per call,
-//! into the order of the packed row's register blocks (`layout.rs`): the tail then reads like a
-//! zero-padded group and needs no scalar code. Weights are read once per call for one token;
-//! with several (prefill), each decoded register serves up to 8 tokens (4 on AVX2).
+//! signed byte dot products and subtract `Σ x`. Activations are first copied into the order of
+//! the packed row's register blocks (`layout.rs`), once per input ([`I8Activations`]): the tail
+//! then reads like a zero-padded group and needs no scalar code. Weights are read once per call
+//! for one token; with several (prefill), each decoded register serves up to 8 tokens (4 on AVX2).
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -187,7 +187,9 @@ fn check_shapes(
 /// Ternary × int8, exact: `out[r · n + i] = Σ_j t[r, j] · xs[i, j]`.
 ///
 /// `packed` holds `rows = packed.len() / codec.row_bytes(k)` packed rows; `xs` is `[n, k]`;
-/// `x_sums[i]` is `Σ_j xs[i, j]`.
+/// `x_sums[i]` is `Σ_j xs[i, j]`. It arranges the activations and calls
+/// [`ternary_gemm_i8_arranged`]; callers that run several row ranges or matrices on the same
+/// activations arrange them once with [`I8Activations::new`] instead.
 ///
 /// # Panics
 /// On inconsistent lengths, `k` outside `1..=MAX_K`, `n == 0`, or an `isa` this CPU lacks.
@@ -211,25 +213,117 @@ pub fn ternary_gemm_i8(
         n,
         out.len(),
     );
-    assert_eq!(x_sums.len(), n, "x_sums length");
-    debug_assert!(
-        xs.chunks_exact(k)
-            .zip(x_sums)
-            .all(|(x, &s)| x.iter().map(|&v| v as i32).sum::<i32>() == s),
-        "x_sums are not the sums of xs"
+    if out.is_empty() {
+        return;
+    }
+    ternary_gemm_i8_arranged(
+        packed,
+        &I8Activations::new(isa, codec, xs, x_sums, k, n),
+        out,
+    );
+}
+
+/// Int8 activations in the register-block order of one instruction set's ternary kernels and
+/// one codec (`layout.rs`), with each token's sum.
+///
+/// Arranging costs a copy of the activations into a fresh buffer; a decode step's matrices are
+/// split into many row ranges (16 per matrix on two threads), and arranging once per input
+/// instead of once per range and matrix saves that copy on every one of them.
+#[derive(Clone)]
+pub struct I8Activations {
+    isa: Isa,
+    codec: Codec,
+    lay: layout::Blocks,
+    xp: layout::Scattered<i8>,
+    sums: Vec<i32>,
+}
+
+impl I8Activations {
+    /// Arranges `xs` (`[n, k]`, with `x_sums[i] = Σ_j xs[i, j]`) for `isa`'s kernels of `codec`.
+    ///
+    /// # Panics
+    /// On inconsistent lengths, `k` outside `1..=MAX_K`, `n == 0`, or an `isa` this CPU lacks.
+    pub fn new(
+        isa: Isa,
+        codec: Codec,
+        xs: &[i8],
+        x_sums: &[i32],
+        k: usize,
+        n: usize,
+    ) -> I8Activations {
+        check_shapes(isa, 0, codec.row_bytes(k), k, xs.len(), n, 0);
+        assert_eq!(x_sums.len(), n, "x_sums length");
+        debug_assert!(
+            xs.chunks_exact(k)
+                .zip(x_sums)
+                .all(|(x, &s)| x.iter().map(|&v| v as i32).sum::<i32>() == s),
+            "x_sums are not the sums of xs"
+        );
+        // AVX-512 reads two 32-byte groups per register; the others one.
+        let lanes = if matches!(isa, Isa::Avx512Vnni | Isa::Avx512) {
+            2
+        } else {
+            1
+        };
+        let lay = layout::Blocks::new(codec, k, lanes);
+        let xp = lay.scatter_all(xs, n, 0i8);
+        I8Activations {
+            isa,
+            codec,
+            lay,
+            xp,
+            sums: x_sums.to_vec(),
+        }
+    }
+
+    /// Whether these activations are arranged for `isa`'s kernels of `codec`.
+    pub fn fits(&self, isa: Isa, codec: Codec) -> bool {
+        (self.isa, self.codec) == (isa, codec)
+    }
+
+    /// Weights per token.
+    pub fn k(&self) -> usize {
+        self.lay.k
+    }
+
+    /// Tokens.
+    pub fn n(&self) -> usize {
+        self.sums.len()
+    }
+}
+
+/// [`ternary_gemm_i8`] on activations arranged beforehand: `packed` holds whole rows of
+/// `x.k()` weights in the codec they were arranged for, and `out` is `[rows, x.n()]`.
+///
+/// # Panics
+/// On inconsistent lengths.
+pub fn ternary_gemm_i8_arranged(packed: &[u8], x: &I8Activations, out: &mut [i32]) {
+    let (rb, n) = (x.lay.row_bytes, x.n());
+    assert_eq!(packed.len() % rb, 0, "weights are not whole rows of {rb}");
+    assert_eq!(
+        Some(out.len()),
+        (packed.len() / rb).checked_mul(n),
+        "output is not [rows = {}, n = {n}]",
+        packed.len() / rb
     );
     if out.is_empty() {
         return;
     }
-    match isa {
-        // SAFETY: `check_shapes` verified the lengths and that the CPU runs `isa`.
+    let a = layout::Arranged {
+        lay: &x.lay,
+        xp: x.xp.as_slice(),
+        sums: &x.sums,
+    };
+    match x.isa {
+        // SAFETY: `I8Activations::new` checked that the CPU runs `isa` and arranged them for it;
+        // the lengths are checked above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => unsafe { avx512::ternary_gemm_i8_vnni(codec, packed, k, xs, n, out) },
+        Isa::Avx512Vnni => unsafe { avx512::ternary_gemm_i8_vnni(x.codec, a, packed, out) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { avx512::ternary_gemm_i8_bw(codec, packed, k, xs, n, out) },
+        Isa::Avx512 => unsafe { avx512::ternary_gemm_i8_bw(x.codec, a, packed, out) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { avx2::ternary_gemm_i8(codec, packed, k, xs, n, out) },
-        _ => generic::ternary_gemm_i8(codec, packed, k, xs, n, out),
+        Isa::Avx2 => unsafe { avx2::ternary_gemm_i8(x.codec, a, packed, out) },
+        _ => generic::ternary_gemm_i8(x.codec, a, packed, out),
     }
 }
 
