@@ -4,9 +4,10 @@
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
-use rayon::prelude::*;
 
 use crate::kernels::Isa;
+use crate::linear::OutPtr;
+use crate::team;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -545,43 +546,41 @@ pub fn attention_scaled<T: KvElem>(
     let scale = 1.0 / (hd as f32).sqrt();
     let tokens = (MAX_QUERIES / group).max(1);
     let blocks = n.div_ceil(tokens);
-    let results: Vec<(usize, usize, Vec<f32>)> = (0..d.kv_heads * blocks)
-        .into_par_iter()
-        .map(|c| {
-            let (g, i0) = (c % d.kv_heads, (c / d.kv_heads) * tokens);
-            let i1 = (i0 + tokens).min(n);
-            // Queries in (token, head) order.
-            let mut qb = Vec::with_capacity((i1 - i0) * group * hd);
-            let mut lens = Vec::with_capacity((i1 - i0) * group);
-            for i in i0..i1 {
-                let at = i * q_dim + g * group * hd;
-                qb.extend_from_slice(&q[at..at + group * hd]);
-                lens.extend(std::iter::repeat_n(d.start + i + 1, group));
-            }
-            // The next head's first lines, while this one computes (its stream starts cold).
-            let next_k: &[T] = if g + 1 < d.kv_heads { &k[g + 1] } else { &[] };
-            prefetch_start(next_k);
-            let mut ob = vec![0f32; qb.len()];
-            let b = Block {
-                q: &qb,
-                lens: &lens,
-                k: &k[g],
-                v: &v[g],
-                k_scale: scales.0.get(g).map_or(&[], |s| s),
-                v_scale: scales.1.get(g).map_or(&[], |s| s),
-                next_k,
-                scale,
-            };
-            block(isa, b, &mut ob);
-            (g, i0, ob)
-        })
-        .collect();
-    for (g, i0, ob) in results {
+    let dst = OutPtr(out.as_mut_ptr());
+    team::for_each(d.kv_heads * blocks, |c| {
+        let (g, i0) = (c % d.kv_heads, (c / d.kv_heads) * tokens);
+        let i1 = (i0 + tokens).min(n);
+        // Queries in (token, head) order.
+        let mut qb = Vec::with_capacity((i1 - i0) * group * hd);
+        let mut lens = Vec::with_capacity((i1 - i0) * group);
+        for i in i0..i1 {
+            let at = i * q_dim + g * group * hd;
+            qb.extend_from_slice(&q[at..at + group * hd]);
+            lens.extend(std::iter::repeat_n(d.start + i + 1, group));
+        }
+        // The next head's first lines, while this one computes (its stream starts cold).
+        let next_k: &[T] = if g + 1 < d.kv_heads { &k[g + 1] } else { &[] };
+        prefetch_start(next_k);
+        let mut ob = vec![0f32; qb.len()];
+        let b = Block {
+            q: &qb,
+            lens: &lens,
+            k: &k[g],
+            v: &v[g],
+            k_scale: scales.0.get(g).map_or(&[], |s| s),
+            v_scale: scales.1.get(g).map_or(&[], |s| s),
+            next_k,
+            scale,
+        };
+        block(isa, b, &mut ob);
         for (r, o) in ob.chunks_exact(group * hd).enumerate() {
             let at = (i0 + r) * q_dim + g * group * hd;
-            out[at..at + group * hd].copy_from_slice(o);
+            // SAFETY: `at + group · hd <= n · q_dim = out.len()`; task (g, i0) alone writes
+            // these elements (its tokens' outputs of head group g), and `out` outlives the
+            // region.
+            unsafe { dst.slice(at, group * hd) }.copy_from_slice(o);
         }
-    }
+    });
 }
 
 #[inline(always)]

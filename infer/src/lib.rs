@@ -6,6 +6,7 @@
 //! * [`model`]: one transformer for BitNet b1.58, TriLM-style ternary Llama and float Llama.
 //! * [`load`]: models from packed checkpoints (zero-copy memory map) or float weights.
 //! * [`generate`], [`sample`]: tokenizer, prefill + decode loop, sampling, stop tokens.
+//! * [`team`]: the fork-join of the decode step's short parallel regions (spinning workers).
 //! * [`bench`](mod@bench): throughput, memory and roofline measurements for `tern bench`.
 //! * `gpu` (feature `gpu`): the whole forward pass on a GPU through wgpu: WGSL kernels on the
 //!   packed ternary matrices, attention with a GPU KV cache, one submission per token.
@@ -21,6 +22,7 @@ pub mod linear;
 pub mod load;
 pub mod model;
 pub mod sample;
+pub mod team;
 
 pub use attention::{KvCache, KvDtype};
 pub use error::{Error, Result};

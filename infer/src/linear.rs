@@ -3,8 +3,9 @@
 //! 8-bit LM head.
 //!
 //! Every layer computes `out[i, r] = Σ_j W[r, j] · x[i, j]` for `n` tokens `x` (`[n, k]`, row
-//! major) into `out` (`[n, rows]`). Work is split over output rows on the current rayon pool;
-//! each chunk calls a single-threaded kernel of [`crate::kernels`].
+//! major) into `out` (`[n, rows]`). Work is split over output rows on the threads of the
+//! current rayon pool (through [`crate::team`]); each chunk calls a single-threaded kernel of
+//! [`crate::kernels`].
 
 use std::borrow::Cow;
 use std::sync::OnceLock;
@@ -15,6 +16,7 @@ use tern_pack::codec::Codec;
 use tern_pack::quant::quantize_activations_i8;
 
 use crate::kernels::{self, DenseWeights, I8Activations, Isa};
+use crate::team;
 
 /// The activations entering a layer, with their int8 quantization when some layer wants it.
 ///
@@ -142,8 +144,12 @@ fn rows_per_task(rows: usize, n: usize) -> usize {
     if threads == 1 {
         return rows.max(1);
     }
-    // Small chunks balance well; larger batches have more work per row.
-    let tasks = threads * if n > 1 { 4 } else { 8 };
+    // Small chunks balance well; larger batches have more work per row. A decode step's
+    // matrices are cut finer: each thread takes a contiguous run of tasks (`team`), so a task
+    // boundary costs one claim, not a cold stream, and the last task of a region, which one
+    // thread waits on, is short. 32 per thread rather than 8: at two threads on the 700M shape,
+    // decode 88.4 → 91.6 tok/s (medians of six alternated runs).
+    let tasks = threads * if n > 1 { 4 } else { 32 };
     rows.div_ceil(tasks).max(16)
 }
 
@@ -165,8 +171,12 @@ where
         // Decode: `[rows, 1]` and `[1, rows]` are the same layout. The kernel writes its
         // accumulators straight into the output's bytes (no buffer to allocate and zero per
         // task), then each is finished in place.
-        out.par_chunks_mut(chunk).enumerate().for_each(|(c, o)| {
+        let dst = OutPtr(out.as_mut_ptr());
+        team::for_each(rows.div_ceil(chunk), |c| {
             let first = c * chunk;
+            // SAFETY: `first + len <= rows = out.len()`; tasks own disjoint row ranges, and
+            // `out` outlives the region.
+            let o = unsafe { dst.slice(first, chunk.min(rows - first)) };
             kernel(first, o.len(), bytemuck::cast_slice_mut(o));
             for (r, dst) in o.iter_mut().enumerate() {
                 *dst = finish(first + r, 0, bytemuck::cast(*dst));
@@ -178,7 +188,7 @@ where
     // eight tokens at a time (contiguous reads, eight contiguous write streams).
     let dst = OutPtr(out.as_mut_ptr());
     let tasks = rows.div_ceil(chunk);
-    (0..tasks).into_par_iter().for_each(|c| {
+    team::for_each(tasks, |c| {
         let first = c * chunk;
         let rc = chunk.min(rows - first);
         let mut acc = vec![T::default(); rc * n];
@@ -200,9 +210,9 @@ where
 
 /// `out` shared by tasks that write disjoint elements of it.
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
+pub(crate) struct OutPtr(pub(crate) *mut f32);
 
-// SAFETY: only used by `par_rows`, whose tasks write disjoint elements.
+// SAFETY: only used by parallel regions whose tasks write disjoint elements.
 unsafe impl Send for OutPtr {}
 // SAFETY: as above.
 unsafe impl Sync for OutPtr {}
@@ -211,8 +221,16 @@ impl OutPtr {
     /// # Safety
     /// `at` is inside the buffer and no other thread touches that element.
     #[inline(always)]
-    unsafe fn write(self, at: usize, v: f32) {
+    pub(crate) unsafe fn write(self, at: usize, v: f32) {
         unsafe { *self.0.add(at) = v }
+    }
+
+    /// # Safety
+    /// `at .. at + len` is inside the buffer and no other thread touches it meanwhile.
+    #[allow(clippy::mut_from_ref)]
+    #[inline(always)]
+    pub(crate) unsafe fn slice<'a>(self, at: usize, len: usize) -> &'a mut [f32] {
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(at), len) }
     }
 }
 
