@@ -112,6 +112,23 @@ impl Team {
     /// The team for `threads` threads (the caller and `threads - 1` workers), created at first
     /// use and kept for the rest of the process.
     fn of(threads: usize) -> &'static Team {
+        // The last team this thread used, so that a region costs no lock and no hash.
+        thread_local! {
+            static LAST: std::cell::Cell<Option<(usize, &'static Team)>> =
+                const { std::cell::Cell::new(None) };
+        }
+        if let Some((n, team)) = LAST.get()
+            && n == threads
+        {
+            return team;
+        }
+        let team = Team::create(threads);
+        LAST.set(Some((threads, team)));
+        team
+    }
+
+    /// [`Team::of`] through the process-wide table.
+    fn create(threads: usize) -> &'static Team {
         static TEAMS: OnceLock<Mutex<HashMap<usize, &'static Team>>> = OnceLock::new();
         let mut teams = TEAMS
             .get_or_init(Default::default)
