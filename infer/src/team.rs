@@ -15,7 +15,7 @@
 //!   prefetches had requested ahead were the other thread's (decode slower than through rayon:
 //!   85.1, 82.9, 78.2 against 94.0, 97.6, 77.7 tok/s, alternated runs).
 //! * Measured (700M 2-bit, two threads, `-p 128 -n 64`, eight alternated runs against the
-//!   build before, which used rayon): decode 72.9–81.3 (median 76.3) → 79.5–96.4 (median 88.4)
+//!   build before, which used rayon): decode 54.6–81.3 (median 76.2) → 79.5–96.4 (median 87.5)
 //!   tok/s; 2B4T 22.2–23.0 → 22.0–29.0 tok/s (four runs). One thread does not use the team.
 //! * The team of the current rayon pool's size is used (`--threads` sets it), so the thread
 //!   count has one meaning; each size's team is created once and lives with the process.
