@@ -17,6 +17,8 @@
 //! * Measured (700M 2-bit, two threads, `-p 128 -n 64`, eight alternated runs against the
 //!   build before, which used rayon): decode 54.6–81.3 (median 76.2) → 79.5–96.4 (median 87.5)
 //!   tok/s; 2B4T 22.2–23.0 → 22.0–29.0 tok/s (four runs). One thread does not use the team.
+//! * Prefill's regions (milliseconds long, where rayon's cost did not show) run on it too, so
+//!   that one set of threads serves the whole forward.
 //! * The team of the current rayon pool's size is used (`--threads` sets it), so the thread
 //!   count has one meaning; each size's team is created once and lives with the process.
 //! * A worker spins [`SPIN`] after its last region, then parks on a condition variable: an idle
@@ -49,17 +51,12 @@ pub const SPIN: Duration = Duration::from_millis(2);
 /// in increasing order, then takes single tasks from the ends of the shares still unfinished.
 pub fn for_each(tasks: usize, f: impl Fn(usize) + Sync) {
     let threads = rayon::current_num_threads();
-    if tasks <= 1 || threads <= 1 || tasks > u32::MAX as usize {
-        // Nothing to share, or more tasks than a range word holds.
-        if tasks > 1 && threads > 1 {
-            return (0..tasks).into_par_iter().for_each(&f);
-        }
-        (0..tasks).for_each(f);
-        return;
+    if tasks <= 1 || threads <= 1 {
+        return (0..tasks).for_each(f);
     }
-    match Team::of(threads).try_run(tasks, &f) {
-        Ok(()) => {}
-        Err(Busy) => (0..tasks).into_par_iter().for_each(&f),
+    // More tasks than a range word holds, or the team busy with another caller's job: rayon.
+    if tasks > u32::MAX as usize || Team::of(threads).try_run(tasks, &f).is_err() {
+        (0..tasks).into_par_iter().for_each(&f);
     }
 }
 
