@@ -6,8 +6,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 
 use crate::kernels::Isa;
-use crate::linear::OutPtr;
-use crate::team;
+use crate::team::{self, OutPtr};
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;

@@ -16,7 +16,7 @@ use tern_pack::codec::Codec;
 use tern_pack::quant::quantize_activations_i8;
 
 use crate::kernels::{self, DenseWeights, I8Activations, Isa};
-use crate::team;
+use crate::team::{self, OutPtr};
 
 /// The activations entering a layer, with their int8 quantization when some layer wants it.
 ///
@@ -206,32 +206,6 @@ where
             }
         }
     });
-}
-
-/// `out` shared by tasks that write disjoint elements of it.
-#[derive(Clone, Copy)]
-pub(crate) struct OutPtr(pub(crate) *mut f32);
-
-// SAFETY: only used by parallel regions whose tasks write disjoint elements.
-unsafe impl Send for OutPtr {}
-// SAFETY: as above.
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// # Safety
-    /// `at` is inside the buffer and no other thread touches that element.
-    #[inline(always)]
-    pub(crate) unsafe fn write(self, at: usize, v: f32) {
-        unsafe { *self.0.add(at) = v }
-    }
-
-    /// # Safety
-    /// `at .. at + len` is inside the buffer and no other thread touches it meanwhile.
-    #[allow(clippy::mut_from_ref)]
-    #[inline(always)]
-    pub(crate) unsafe fn slice<'a>(self, at: usize, len: usize) -> &'a mut [f32] {
-        unsafe { std::slice::from_raw_parts_mut(self.0.add(at), len) }
-    }
 }
 
 /// How a ternary layer treats its input.

@@ -60,6 +60,32 @@ pub fn for_each(tasks: usize, f: impl Fn(usize) + Sync) {
     }
 }
 
+/// An output buffer shared by the tasks of a region that write disjoint elements of it.
+#[derive(Clone, Copy)]
+pub(crate) struct OutPtr(pub(crate) *mut f32);
+
+// SAFETY: only used by regions whose tasks write disjoint elements.
+unsafe impl Send for OutPtr {}
+// SAFETY: as above.
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// # Safety
+    /// `at` is inside the buffer and no other thread touches that element.
+    #[inline(always)]
+    pub(crate) unsafe fn write(self, at: usize, v: f32) {
+        unsafe { *self.0.add(at) = v }
+    }
+
+    /// # Safety
+    /// `at .. at + len` is inside the buffer and no other thread touches it meanwhile.
+    #[allow(clippy::mut_from_ref)]
+    #[inline(always)]
+    pub(crate) unsafe fn slice<'a>(self, at: usize, len: usize) -> &'a mut [f32] {
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(at), len) }
+    }
+}
+
 /// The team was running another caller's job.
 struct Busy;
 

@@ -227,7 +227,7 @@ pub fn ternary_gemm_i8(
 /// one codec (`layout.rs`), with each token's sum.
 ///
 /// Arranging costs a copy of the activations into a fresh buffer; a decode step's matrices are
-/// split into many row ranges (16 per matrix on two threads), and arranging once per input
+/// split into many row ranges (32 per thread, `linear.rs`), and arranging once per input
 /// instead of once per range and matrix saves that copy on every one of them.
 #[derive(Clone)]
 pub struct I8Activations {
