@@ -136,6 +136,51 @@ pub trait Linear: Send + Sync {
     fn weight_regions(&self) -> Vec<&[u8]>;
     /// `out[i, r] = Σ_j W[r, j] · x[i, j]`, `out` is `[n, rows]`.
     fn forward(&self, input: &Input<'_>, out: &mut [f32]);
+    /// For one token (`input.n == 1`): the kernel of a range of rows (see [`RowKernel`]), with
+    /// what every range shares (the input's int8 form, arranged for the kernels) prepared once.
+    fn token_rows<'s>(&'s self, input: &'s Input<'_>) -> RowKernel<'s>;
+}
+
+/// One token's outputs over a range of rows: `kernel(first, out)` writes the finished outputs
+/// of rows `first .. first + out.len()` into `out`.
+pub type RowKernel<'s> = Box<dyn Fn(usize, &mut [f32]) + Sync + 's>;
+
+/// One token (`input.n == 1`) through every layer of `layers` (all reading `input`) in one
+/// parallel region, layer `i` writing `outs[i]` (`[rows]`).
+///
+/// A decode step's matrices are small (a 700M q/k/v projection is 0.6 MB, some tens of
+/// microseconds at two threads), and each region costs a start (the workers join, each thread's
+/// stream starts cold) and an end (one thread waits for the other's last task). Layers that read
+/// the same input (q, k and v; gate and up) share one region: its tasks are row ranges of
+/// equal size, taken in order across the layers, so each thread streams on from one matrix into
+/// the next.
+pub fn forward_token(input: &Input<'_>, layers: &[&dyn Linear], outs: &mut [&mut [f32]]) {
+    assert_eq!(input.n, 1, "one token");
+    assert_eq!(layers.len(), outs.len(), "one output per layer");
+    for (l, o) in layers.iter().zip(outs.iter()) {
+        assert_eq!(o.len(), l.rows(), "output shape");
+    }
+    let kernels: Vec<RowKernel<'_>> = layers.iter().map(|l| l.token_rows(input)).collect();
+    let chunk = rows_per_task(layers.iter().map(|l| l.rows()).max().unwrap_or(0), 1);
+    // Task `t` of layer `i` is `t - first_task[i]`'s row range of it.
+    let mut first_task = vec![0];
+    for l in layers {
+        first_task.push(first_task.last().unwrap_or(&0) + l.rows().div_ceil(chunk));
+    }
+    let dst: Vec<(OutPtr, usize)> = outs
+        .iter_mut()
+        .map(|o| (OutPtr(o.as_mut_ptr()), o.len()))
+        .collect();
+    team::for_each(*first_task.last().unwrap_or(&0), |t| {
+        let i = first_task.partition_point(|&f| f <= t) - 1;
+        let first = (t - first_task[i]) * chunk;
+        let (out, rows) = dst[i];
+        // SAFETY: `first < rows` (task `t` exists) and the slice ends at most at `rows`, the
+        // length of output `i`; tasks own disjoint row ranges, and the outputs outlive the
+        // region.
+        let o = unsafe { out.slice(first, chunk.min(rows - first)) };
+        kernels[i](first, o);
+    });
 }
 
 /// Rows per parallel task: enough tasks to balance `threads`, few enough to stay cheap.
@@ -155,7 +200,8 @@ fn rows_per_task(rows: usize, n: usize) -> usize {
 
 /// Runs `kernel(first_row, rows_in_chunk, out_chunk)` over row chunks in parallel, where each
 /// chunk writes `[rows_in_chunk, n]` into its slice of a `[rows, n]` buffer, then scatters the
-/// result into `out` (`[n, rows]`) through `finish(row, token, acc)`.
+/// result into `out` (`[n, rows]`) through `finish(row, token, acc)`. For several tokens (one
+/// token's layers go through [`forward_token`]).
 fn par_rows<T, K, F>(rows: usize, n: usize, out: &mut [f32], kernel: K, finish: F)
 where
     T: bytemuck::Pod + Default + Send + Sync,
@@ -167,23 +213,6 @@ where
         return;
     }
     let chunk = rows_per_task(rows, n);
-    if n == 1 && std::mem::size_of::<T>() == 4 {
-        // Decode: `[rows, 1]` and `[1, rows]` are the same layout. The kernel writes its
-        // accumulators straight into the output's bytes (no buffer to allocate and zero per
-        // task), then each is finished in place.
-        let dst = OutPtr(out.as_mut_ptr());
-        team::for_each(rows.div_ceil(chunk), |c| {
-            let first = c * chunk;
-            // SAFETY: `first + len <= rows = out.len()`; tasks own disjoint row ranges, and
-            // `out` outlives the region.
-            let o = unsafe { dst.slice(first, chunk.min(rows - first)) };
-            kernel(first, o.len(), bytemuck::cast_slice_mut(o));
-            for (r, dst) in o.iter_mut().enumerate() {
-                *dst = finish(first + r, 0, bytemuck::cast(*dst));
-            }
-        });
-        return;
-    }
     // Each task transposes its own `[rows_in_chunk, n]` block while it is still in cache,
     // eight tokens at a time (contiguous reads, eight contiguous write streams).
     let dst = OutPtr(out.as_mut_ptr());
@@ -260,7 +289,50 @@ impl Linear for TernaryLinear<'_> {
         vec![self.data]
     }
 
+    fn token_rows<'s>(&'s self, input: &'s Input<'_>) -> RowKernel<'s> {
+        assert!(
+            input.k == self.cols && input.n == 1,
+            "ternary layer input shape"
+        );
+        let (k, rb) = (self.cols, self.codec.row_bytes(self.cols));
+        match self.activations {
+            TernaryActivations::Int8 => {
+                let q = input.quantized();
+                let x = input.arranged(&q, self.isa, self.codec);
+                // transformers' BitLinear: y = acc / (x_scale · w_scale). With one scale per
+                // tensor (BitNet), one divisor, held by value so that the finishing loop
+                // vectorizes (reloaded per row, it was a scalar division per row: 1 % of a 700M
+                // decode step).
+                let x_scale = q.scales[0];
+                let single = (self.scales.len() == 1).then(|| x_scale * self.scales[0]);
+                Box::new(move |first, out| {
+                    let data = &self.data[first * rb..(first + out.len()) * rb];
+                    // The accumulators go straight into the output's bytes, then are finished
+                    // in place.
+                    kernels::ternary_gemm_i8_arranged(data, &x, bytemuck::cast_slice_mut(out));
+                    let acc = |v: &f32| bytemuck::cast::<f32, i32>(*v) as f32;
+                    match single {
+                        Some(d) => out.iter_mut().for_each(|v| *v = acc(v) / d),
+                        None => out.iter_mut().enumerate().for_each(|(r, v)| {
+                            *v = acc(v) / (x_scale * self.scale(first + r));
+                        }),
+                    }
+                })
+            }
+            TernaryActivations::Float => Box::new(move |first, out| {
+                let data = &self.data[first * rb..(first + out.len()) * rb];
+                kernels::ternary_gemm_f32(self.isa, self.codec, data, k, input.x, 1, out);
+                for (r, v) in out.iter_mut().enumerate() {
+                    *v /= self.scale(first + r);
+                }
+            }),
+        }
+    }
+
     fn forward(&self, input: &Input<'_>, out: &mut [f32]) {
+        if input.n == 1 {
+            return forward_token(input, &[self], &mut [out]);
+        }
         assert_eq!(input.k, self.cols, "ternary layer input width");
         let (n, k, rb) = (input.n, self.cols, self.codec.row_bytes(self.cols));
         match self.activations {
@@ -272,20 +344,10 @@ impl Linear for TernaryLinear<'_> {
                     let data = &self.data[first * rb..(first + rows) * rb];
                     kernels::ternary_gemm_i8_arranged(data, &x, acc);
                 };
-                // transformers' BitLinear: y = acc / (x_scale · w_scale). One token and one
-                // scale per tensor (a decode step of BitNet): one divisor, captured by value so
-                // that the finishing loop vectorizes (by reference it was reloaded per row, as
-                // the output might alias it: a scalar division per row, 1 % of a 700M decode).
-                if let ([w_scale], [x_scale]) = (&self.scales[..], &q.scales[..]) {
-                    let d = x_scale * w_scale;
-                    par_rows::<i32, _, _>(self.rows, n, out, kernel, move |_, _, acc| {
-                        acc as f32 / d
-                    });
-                } else {
-                    par_rows::<i32, _, _>(self.rows, n, out, kernel, |r, i, acc| {
-                        acc as f32 / (q.scales[i] * self.scale(r))
-                    });
-                }
+                // transformers' BitLinear: y = acc / (x_scale · w_scale).
+                par_rows::<i32, _, _>(self.rows, n, out, kernel, |r, i, acc| {
+                    acc as f32 / (q.scales[i] * self.scale(r))
+                });
             }
             TernaryActivations::Float => par_rows::<f32, _, _>(
                 self.rows,
@@ -388,7 +450,21 @@ impl Linear for DenseLinear<'_> {
             DenseStore::Bf16(w) => bytemuck::cast_slice(w),
         }]
     }
+    fn token_rows<'s>(&'s self, input: &'s Input<'_>) -> RowKernel<'s> {
+        assert!(
+            input.k == self.cols && input.n == 1,
+            "dense layer input shape"
+        );
+        Box::new(move |first, out| {
+            let w = self.weights.rows_view(first, out.len(), self.cols);
+            kernels::dense_gemm_f32(self.isa, w, self.cols, input.x, 1, out);
+        })
+    }
+
     fn forward(&self, input: &Input<'_>, out: &mut [f32]) {
+        if input.n == 1 {
+            return forward_token(input, &[self], &mut [out]);
+        }
         assert_eq!(input.k, self.cols, "dense layer input width");
         let (n, k) = (input.n, self.cols);
         par_rows::<f32, _, _>(
@@ -462,7 +538,27 @@ impl Linear for Q8Linear {
     fn weight_regions(&self) -> Vec<&[u8]> {
         vec![bytemuck::cast_slice(&self.codes)]
     }
+    fn token_rows<'s>(&'s self, input: &'s Input<'_>) -> RowKernel<'s> {
+        assert!(
+            input.k == self.cols && input.n == 1,
+            "8-bit layer input shape"
+        );
+        let q = input.quantized();
+        let k = self.cols;
+        Box::new(move |first, out| {
+            let w = &self.codes[first * k..(first + out.len()) * k];
+            kernels::dense_gemm_i8(self.isa, w, k, &q.codes, 1, bytemuck::cast_slice_mut(out));
+            for (r, v) in out.iter_mut().enumerate() {
+                let acc = bytemuck::cast::<f32, i32>(*v);
+                *v = acc as f32 * self.row_scales[first + r] / q.scales[0];
+            }
+        })
+    }
+
     fn forward(&self, input: &Input<'_>, out: &mut [f32]) {
+        if input.n == 1 {
+            return forward_token(input, &[self], &mut [out]);
+        }
         assert_eq!(input.k, self.cols, "8-bit layer input width");
         let (n, k) = (input.n, self.cols);
         let q = input.quantized();
@@ -476,5 +572,93 @@ impl Linear for Q8Linear {
             },
             |r, i, acc| acc as f32 * self.row_scales[r] / q.scales[i],
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tern_pack::dot::dot_i8;
+
+    /// Deterministic values from a seed (xorshift).
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn trits(&mut self, len: usize) -> Vec<i8> {
+            (0..len).map(|_| (self.next() % 3) as i8 - 1).collect()
+        }
+        fn f32s(&mut self, len: usize) -> Vec<f32> {
+            (0..len)
+                .map(|_| (self.next() % 2001) as f32 / 1000.0 - 1.0)
+                .collect()
+        }
+    }
+
+    #[test]
+    fn one_token_through_several_layers_in_one_region_matches_the_scalar_reference() {
+        let mut rng = Rng(7);
+        // q, k, v of a grouped-query layer (k and v narrower), one of them sharded in scales;
+        // a width that is not a multiple of any block.
+        let (k, shapes) = (333, [(96, 1), (32, 4), (32, 1)]);
+        let x = rng.f32s(k);
+        for isa in Isa::available() {
+            for codec in Codec::ALL {
+                let packed: Vec<Vec<u8>> = shapes
+                    .iter()
+                    .map(|&(rows, _)| codec.encode_matrix(&rng.trits(rows * k), k).unwrap())
+                    .collect();
+                let layers: Vec<TernaryLinear<'_>> = shapes
+                    .iter()
+                    .zip(&packed)
+                    .map(|(&(rows, shards), data)| TernaryLinear {
+                        isa,
+                        codec,
+                        rows,
+                        cols: k,
+                        data,
+                        scales: (0..shards).map(|s| 1.5 + s as f32).collect(),
+                        activations: TernaryActivations::Int8,
+                    })
+                    .collect();
+                for threads in [1, 2, 3] {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .unwrap();
+                    let input = Input::new(isa, &x, 1, k, true);
+                    // Dirty outputs: every element must be written.
+                    let mut outs: Vec<Vec<f32>> = shapes
+                        .iter()
+                        .map(|&(rows, _)| vec![f32::NAN; rows])
+                        .collect();
+                    pool.install(|| {
+                        let dyns: Vec<&dyn Linear> =
+                            layers.iter().map(|l| l as &dyn Linear).collect();
+                        let mut slices: Vec<&mut [f32]> =
+                            outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+                        forward_token(&input, &dyns, &mut slices);
+                    });
+                    let q = input.q.as_ref().unwrap();
+                    let rb = codec.row_bytes(k);
+                    for (i, (layer, out)) in layers.iter().zip(&outs).enumerate() {
+                        for (r, &got) in out.iter().enumerate() {
+                            let acc = dot_i8(codec, &layer.data[r * rb..(r + 1) * rb], &q.codes);
+                            let want = acc as f32 / (q.scales[0] * layer.scale(r));
+                            assert_eq!(
+                                got.to_bits(),
+                                want.to_bits(),
+                                "{isa} {codec}, {threads} threads, layer {i} row {r}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -7,7 +7,7 @@ use tern_pack::spec::{Activation, ModelSpec};
 use crate::attention::{Dims, KEY_BLOCK, KvCache};
 use crate::error::{Error, Result};
 use crate::kernels::Isa;
-use crate::linear::{DenseLinear, Input, Linear};
+use crate::linear::{DenseLinear, Input, Linear, forward_token};
 
 /// A linear layer and its optional bias.
 pub struct Proj<'a> {
@@ -21,6 +21,35 @@ impl Proj<'_> {
         let rows = self.w.rows();
         out.resize(input.n * rows, 0.0);
         self.w.forward(input, out);
+        self.add_bias(out);
+    }
+
+    /// [`Proj::forward_into`] of several projections of the same input; one token's in one
+    /// parallel region ([`forward_token`]).
+    fn forward_all<const N: usize>(
+        projs: [&Proj<'_>; N],
+        input: &Input<'_>,
+        mut outs: [&mut Vec<f32>; N],
+    ) {
+        if input.n != 1 {
+            for (p, out) in projs.iter().zip(outs) {
+                p.forward_into(input, out);
+            }
+            return;
+        }
+        for (p, out) in projs.iter().zip(outs.iter_mut()) {
+            out.resize(p.w.rows(), 0.0);
+        }
+        let layers = projs.map(|p| &*p.w);
+        let mut slices = outs.each_mut().map(|o| o.as_mut_slice());
+        forward_token(input, &layers, &mut slices);
+        for (p, out) in projs.iter().zip(outs) {
+            p.add_bias(out);
+        }
+    }
+
+    fn add_bias(&self, out: &mut [f32]) {
+        let rows = self.w.rows();
         if let Some(b) = &self.bias {
             for o in out.chunks_exact_mut(rows) {
                 for (v, bv) in o.iter_mut().zip(b) {
@@ -283,7 +312,7 @@ impl<'a> Model<'a> {
         let (h, hd) = (spec.hidden_size, spec.head_dim);
         let n = x.len() / h;
         let (heads, kv_heads) = (spec.num_heads, spec.num_kv_heads);
-        let (q_dim, kv_dim) = (heads * hd, kv_heads * hd);
+        let q_dim = heads * hd;
         let isa = self.isa;
 
         // Attention.
@@ -294,9 +323,9 @@ impl<'a> Model<'a> {
         rms_norm(x, &layer.input_norm, eps, &mut buf.xn);
         let i8 = layer.q.w.wants_i8() || layer.k.w.wants_i8();
         let input = Input::new(isa, &buf.xn, n, h, i8);
-        layer.q.forward_into(&input, &mut buf.q); // [n, heads · hd]
-        layer.k.forward_into(&input, &mut buf.k); // [n, kv_heads · hd]
-        layer.v.forward_into(&input, &mut buf.v); // [n, kv_heads · hd]
+        let qkv = [&layer.q, &layer.k, &layer.v];
+        Proj::forward_all(qkv, &input, [&mut buf.q, &mut buf.k, &mut buf.v]);
+        let kv_dim = kv_heads * hd;
         for i in 0..n {
             let (cos, sin) = step.rope(i);
             rope(&mut buf.q[i * q_dim..(i + 1) * q_dim], hd, cos, sin);
@@ -325,8 +354,8 @@ impl<'a> Model<'a> {
         rms_norm(x, &layer.post_norm, eps, &mut buf.xn);
         let i8 = layer.gate.w.wants_i8() || layer.up.w.wants_i8();
         let input = Input::new(isa, &buf.xn, n, h, i8);
-        layer.gate.forward_into(&input, &mut buf.gate); // [n, inter]
-        layer.up.forward_into(&input, &mut buf.up); // [n, inter]
+        let gate_up = [&layer.gate, &layer.up];
+        Proj::forward_all(gate_up, &input, [&mut buf.gate, &mut buf.up]);
         let (g, u) = (&mut buf.gate, &buf.up);
         match spec.activation {
             Activation::Silu => g.iter_mut().zip(u).for_each(|(a, b)| {
