@@ -8,6 +8,7 @@ use crate::attention::{Dims, KEY_BLOCK, KvCache};
 use crate::error::{Error, Result};
 use crate::kernels::Isa;
 use crate::linear::{DenseLinear, Input, Linear, forward_token};
+use crate::team;
 
 /// A linear layer and its optional bias.
 pub struct Proj<'a> {
@@ -48,6 +49,11 @@ impl Proj<'_> {
         }
     }
 
+    /// Tells the team that the region after the next one reads these projections' weights.
+    fn prime(projs: &[&Proj<'_>]) {
+        prime(projs.iter().flat_map(|p| p.w.weight_regions()));
+    }
+
     fn add_bias(&self, out: &mut [f32]) {
         let rows = self.w.rows();
         if let Some(b) = &self.bias {
@@ -57,6 +63,13 @@ impl Proj<'_> {
                 }
             }
         }
+    }
+}
+
+/// [`team::prime_next`] of `regions`, when there are threads to prime.
+fn prime<'a>(regions: impl IntoIterator<Item = &'a [u8]>) {
+    if rayon::current_num_threads() > 1 {
+        team::prime_next(&regions.into_iter().collect::<Vec<_>>());
     }
 }
 
@@ -271,6 +284,10 @@ impl<'a> Model<'a> {
         let head = self.head();
         let input = Input::new(self.isa, &normed, m, h, head.wants_i8());
         let mut logits = vec![0f32; m * spec.vocab_size];
+        // The next step starts with the first layer's q, k and v.
+        if let Some(first) = self.layers.first() {
+            Proj::prime(&[&first.q, &first.k, &first.v]);
+        }
         head.forward(&input, &mut logits);
         Ok(logits)
     }
@@ -324,6 +341,7 @@ impl<'a> Model<'a> {
         let i8 = layer.q.w.wants_i8() || layer.k.w.wants_i8();
         let input = Input::new(isa, &buf.xn, n, h, i8);
         let qkv = [&layer.q, &layer.k, &layer.v];
+        team::prime_next(&[]);
         Proj::forward_all(qkv, &input, [&mut buf.q, &mut buf.k, &mut buf.v]);
         let kv_dim = kv_heads * hd;
         for i in 0..n {
@@ -339,12 +357,14 @@ impl<'a> Model<'a> {
         };
         buf.attn.resize(n * q_dim, 0.0);
         let kv = (buf.k.as_slice(), buf.v.as_slice());
+        Proj::prime(&[&layer.o]);
         cache.append_and_attend(isa, l, kv, &buf.q, &mut buf.attn, dims);
         if let Some(g) = &layer.attn_sub_norm {
             rms_norm_in_place(&mut buf.attn, g, eps);
         }
         let i8 = layer.o.w.wants_i8();
         let input = Input::new(isa, &buf.attn, n, q_dim, i8);
+        Proj::prime(&[&layer.gate, &layer.up]);
         layer.o.forward_into(&input, &mut buf.out);
         for (a, b) in x.iter_mut().zip(&buf.out) {
             *a += b;
@@ -355,6 +375,7 @@ impl<'a> Model<'a> {
         let i8 = layer.gate.w.wants_i8() || layer.up.w.wants_i8();
         let input = Input::new(isa, &buf.xn, n, h, i8);
         let gate_up = [&layer.gate, &layer.up];
+        Proj::prime(&[&layer.down]);
         Proj::forward_all(gate_up, &input, [&mut buf.gate, &mut buf.up]);
         let (g, u) = (&mut buf.gate, &buf.up);
         match spec.activation {
@@ -373,6 +394,10 @@ impl<'a> Model<'a> {
         let inter = spec.intermediate_size;
         let i8 = layer.down.w.wants_i8();
         let input = Input::new(isa, g, n, inter, i8);
+        match self.layers.get(l + 1) {
+            Some(next) => Proj::prime(&[&next.q, &next.k, &next.v]),
+            None => prime(self.head().weight_regions()),
+        }
         layer.down.forward_into(&input, &mut buf.out);
         for (a, b) in x.iter_mut().zip(&buf.out) {
             *a += b;
