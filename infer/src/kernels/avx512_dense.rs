@@ -323,14 +323,16 @@ impl Wide for half::bf16 {
 }
 
 /// Where [`gemv`]'s paired bf16 activations start: this many bytes past a 64-byte boundary.
-/// Measured on Zen 4 (2B4T, whose head is bf16, `tern bench -p 2 -n 40 --threads 1`), the
-/// head's share of a plain stream of the step's weight bytes by the start's offset: 0 → 1.08,
-/// 16 → 0.64, 32 → 1.01, 48 → 0.81 (one build, loops 64-byte aligned); the same order in an
-/// earlier build with the loop elsewhere, and on 64-byte aligned weights. The f16 head and the
-/// ternary kernels showed no such dependence. The allocator's 16-byte alignment used to pick
-/// one of the four by chance. (The head's other dependence, on where its loop's code starts,
-/// is removed by `.cargo/config.toml`.)
-const PAIRED_OFFSET: usize = 16;
+/// Measured on Zen 4 (2B4T, whose head is bf16, `tern bench -p 8 -n 24 --threads 1`, the
+/// head's own GB/s; two `tern init` files whose head starts 32 and 16 bytes into a line, two
+/// rounds each): 0 → 26.1, 25.6 and 26.3, 27.4 GB/s; 16 → 20.7, 20.9 and 22.3, 22.1; 32 and
+/// 48 → 21.2–22.3 (the machine's plain stream of the step's weights: 27–31 GB/s). An earlier
+/// series on the same machine kind found 16 the best (its head's share of a pass: 0 → 1.08,
+/// 16 → 0.64, 32 → 1.01, 48 → 0.81) with loops aligned to 64 bytes as now; what moved the
+/// optimum is not known. The f16 head reads the activations where they are (copied to any of
+/// the four offsets, the 700M head's GB/s over the plain stream's moved by 4–7 %, within the
+/// noise of one round).
+const PAIRED_OFFSET: usize = 0;
 
 /// One token (decode, the LM head): one row at a time, so the weights are read as a single
 /// sequential stream (the hardware prefetchers' best case: several interleaved row streams
