@@ -126,13 +126,6 @@ unsafe impl Sync for OutPtr {}
 
 impl OutPtr {
     /// # Safety
-    /// `at` is inside the buffer and no other thread touches that element.
-    #[inline(always)]
-    pub(crate) unsafe fn write(self, at: usize, v: f32) {
-        unsafe { *self.0.add(at) = v }
-    }
-
-    /// # Safety
     /// `at .. at + len` is inside the buffer and no other thread touches it meanwhile.
     #[allow(clippy::mut_from_ref)]
     #[inline(always)]
