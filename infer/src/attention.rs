@@ -5,7 +5,7 @@
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
-use crate::kernels::Isa;
+use crate::kernels::{Isa, prefetch_l2_raw};
 use crate::team::{self, OutPtr};
 
 #[cfg(target_arch = "x86_64")]
@@ -66,22 +66,6 @@ fn prefetch_row<T>(s: &[T], t: usize, len: usize) {
 #[inline(always)]
 fn prefetch_l2<T>(s: &[T]) {
     prefetch_l2_raw(s.as_ptr().cast(), std::mem::size_of_val(s));
-}
-
-/// Prefetches every line of `bytes` bytes from `p` into L2. A prefetch never faults and reads
-/// nothing, so `p` may point to memory that is unmapped or not initialized.
-#[inline(always)]
-fn prefetch_l2_raw(p: *const i8, bytes: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
-        for off in (0..bytes).step_by(64) {
-            // SAFETY: a prefetch never faults and dereferences nothing.
-            unsafe { _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(off)) };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (p, bytes);
 }
 
 /// Prefetches the first `KV_AHEAD` bytes of `s` into L2.

@@ -371,16 +371,7 @@ impl Team {
                 if s & OPEN != 0 && s & !(OPEN | ACTIVE) != seen {
                     return;
                 }
-                for line in (off..(off + 1024).min(len)).step_by(64) {
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: a prefetch never faults and reads nothing.
-                    unsafe {
-                        use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
-                        _mm_prefetch::<_MM_HINT_T1>((a + line) as *const i8);
-                    }
-                    #[cfg(not(target_arch = "x86_64"))]
-                    let _ = line;
-                }
+                crate::kernels::prefetch_l2_raw((a + off) as *const i8, 1024.min(len - off));
             }
         }
     }

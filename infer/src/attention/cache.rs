@@ -4,8 +4,8 @@
 use half::f16;
 use tern_pack::spec::ModelSpec;
 
-use super::{Dims, KEY_BLOCK, KvElem, attention_scaled, prefetch_l2_raw};
-use crate::kernels::Isa;
+use super::{Dims, KEY_BLOCK, KvElem, attention_scaled};
+use crate::kernels::{Isa, prefetch_l2_raw};
 
 /// Prefetches elements `from .. to` of `v`'s allocation into L2, written or not (those past its
 /// length within its capacity: the rows a coming append writes).

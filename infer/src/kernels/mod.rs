@@ -46,6 +46,22 @@ use std::sync::OnceLock;
 
 use tern_pack::codec::Codec;
 
+/// Prefetches every line of `bytes` bytes from `p` into L2. A prefetch never faults and reads
+/// nothing, so `p` may point to memory that is unmapped or not initialized.
+#[inline(always)]
+pub(crate) fn prefetch_l2_raw(p: *const i8, bytes: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
+        for off in (0..bytes).step_by(64) {
+            // SAFETY: a prefetch never faults and dereferences nothing.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(off)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (p, bytes);
+}
+
 /// The longest row any kernel accepts: every i32 partial sum stays exact below it.
 pub const MAX_K: usize = 1 << 16;
 
