@@ -134,8 +134,19 @@ pub trait Linear: Send + Sync {
     /// The weight bytes themselves, in the memory one forward reads (scales left out): what the
     /// benchmark streams to measure the read bandwidth of exactly these pages.
     fn weight_regions(&self) -> Vec<&[u8]>;
-    /// `out[i, r] = Σ_j W[r, j] · x[i, j]`, `out` is `[n, rows]`.
-    fn forward(&self, input: &Input<'_>, out: &mut [f32]);
+    /// `out[i, r] = Σ_j W[r, j] · x[i, j]`, `out` is `[n, rows]`: one token through
+    /// [`Linear::token_rows`] (as [`forward_token`] runs it), a batch through
+    /// [`Linear::forward_batch`].
+    fn forward(&self, input: &Input<'_>, out: &mut [f32]) {
+        if input.n == 1 {
+            assert_eq!(out.len(), self.rows(), "output shape");
+            token_region(&[self.token_rows(input)], &mut [out]);
+        } else {
+            self.forward_batch(input, out);
+        }
+    }
+    /// [`Linear::forward`] of a batch (`input.n > 1`: prefill).
+    fn forward_batch(&self, input: &Input<'_>, out: &mut [f32]);
     /// For one token (`input.n == 1`): the kernel of a range of rows (see [`RowKernel`]), with
     /// what every range shares (the input's int8 form, arranged for the kernels) prepared once.
     fn token_rows<'s>(&'s self, input: &'s Input<'_>) -> RowKernel<'s>;
@@ -161,11 +172,16 @@ pub fn forward_token(input: &Input<'_>, layers: &[&dyn Linear], outs: &mut [&mut
         assert_eq!(o.len(), l.rows(), "output shape");
     }
     let kernels: Vec<RowKernel<'_>> = layers.iter().map(|l| l.token_rows(input)).collect();
-    let chunk = rows_per_task(layers.iter().map(|l| l.rows()).max().unwrap_or(0), 1);
+    token_region(&kernels, outs);
+}
+
+/// One parallel region running `kernels[i]` over every row of `outs[i]` (its layer's output).
+fn token_region(kernels: &[RowKernel<'_>], outs: &mut [&mut [f32]]) {
+    let chunk = rows_per_task(outs.iter().map(|o| o.len()).max().unwrap_or(0), 1);
     // Task `t` of layer `i` is `t - first_task[i]`'s row range of it.
     let mut first_task = vec![0];
-    for l in layers {
-        first_task.push(first_task.last().unwrap_or(&0) + l.rows().div_ceil(chunk));
+    for o in outs.iter() {
+        first_task.push(first_task.last().unwrap_or(&0) + o.len().div_ceil(chunk));
     }
     let dst: Vec<(OutPtr, usize)> = outs
         .iter_mut()
@@ -349,10 +365,7 @@ impl Linear for TernaryLinear<'_> {
         }
     }
 
-    fn forward(&self, input: &Input<'_>, out: &mut [f32]) {
-        if input.n == 1 {
-            return forward_token(input, &[self], &mut [out]);
-        }
+    fn forward_batch(&self, input: &Input<'_>, out: &mut [f32]) {
         assert_eq!(input.k, self.cols, "ternary layer input width");
         let (n, k, rb) = (input.n, self.cols, self.codec.row_bytes(self.cols));
         match self.activations {
@@ -489,10 +502,7 @@ impl Linear for DenseLinear<'_> {
         })
     }
 
-    fn forward(&self, input: &Input<'_>, out: &mut [f32]) {
-        if input.n == 1 {
-            return forward_token(input, &[self], &mut [out]);
-        }
+    fn forward_batch(&self, input: &Input<'_>, out: &mut [f32]) {
         assert_eq!(input.k, self.cols, "dense layer input width");
         let (n, k) = (input.n, self.cols);
         par_rows::<f32, _, _>(
@@ -583,10 +593,7 @@ impl Linear for Q8Linear {
         })
     }
 
-    fn forward(&self, input: &Input<'_>, out: &mut [f32]) {
-        if input.n == 1 {
-            return forward_token(input, &[self], &mut [out]);
-        }
+    fn forward_batch(&self, input: &Input<'_>, out: &mut [f32]) {
         assert_eq!(input.k, self.cols, "8-bit layer input width");
         let (n, k) = (input.n, self.cols);
         let q = input.quantized();
