@@ -4,7 +4,7 @@
 use half::f16;
 use tern_pack::spec::ModelSpec;
 
-use super::{Dims, KEY_BLOCK, KvElem, attention_scaled};
+use super::{Dims, KEY_BLOCK, KvElem};
 use crate::kernels::{Isa, prefetch_l2_raw};
 
 /// Prefetches elements `from .. to` of `v`'s allocation into L2, written or not (those past its
@@ -152,12 +152,21 @@ impl<T: KvElem> Store<T> {
         out: &mut [f32],
         d: Dims,
     ) {
-        let hd = d.head_dim;
-        append_keys(isa, &mut self.k[l], &mut self.k_scale[l], kv.0, hd, d.start);
-        append(isa, &mut self.v[l], &mut self.v_scale[l], kv.1, hd);
-        let scales = (&self.k_scale[l][..], &self.v_scale[l][..]);
-        attention_scaled(isa, q, &self.k[l], &self.v[l], scales, out, d);
+        let scales = (&mut self.k_scale[l][..], &mut self.v_scale[l][..]);
+        let heads = (&mut self.k[l][..], &mut self.v[l][..]);
+        super::append_and_attend(isa, heads, scales, kv, q, out, d);
     }
+}
+
+/// Head `g`'s rows of `src` (`[n, heads · hd]`), each `hd` long.
+pub(super) fn head_rows(
+    src: &[f32],
+    heads: usize,
+    g: usize,
+    hd: usize,
+) -> impl Iterator<Item = &[f32]> {
+    src.chunks_exact(heads * hd)
+        .map(move |row| &row[g * hd..(g + 1) * hd])
 }
 
 /// Appends the rows of `src` (`[n, kv_heads · hd]`) to each head's stream (and, for a scaled
@@ -169,12 +178,25 @@ pub(super) fn append<T: KvElem>(
     src: &[f32],
     hd: usize,
 ) {
-    for row in src.chunks_exact(dst.len() * hd) {
-        for (g, (head, part)) in dst.iter_mut().zip(row.chunks_exact(hd)).enumerate() {
-            let s = T::extend(isa, head, part);
-            if T::SCALED {
-                scales[g].push(s);
-            }
+    let heads = dst.len();
+    for (g, head) in dst.iter_mut().enumerate() {
+        let rows = head_rows(src, heads, g, hd);
+        append_head(isa, head, scales.get_mut(g).filter(|_| T::SCALED), rows);
+    }
+}
+
+/// Appends `rows` (each `hd` long) to one head's values, and their scales to `scales` (`Some`
+/// for a scaled element type).
+pub(super) fn append_head<'a, T: KvElem>(
+    isa: Isa,
+    head: &mut Vec<T>,
+    mut scales: Option<&mut Vec<f32>>,
+    rows: impl Iterator<Item = &'a [f32]>,
+) {
+    for row in rows {
+        let s = T::extend(isa, head, row);
+        if let Some(scales) = scales.as_deref_mut() {
+            scales.push(s);
         }
     }
 }
@@ -190,23 +212,38 @@ pub(super) fn append_keys<T: KvElem>(
     hd: usize,
     start: usize,
 ) {
+    let heads = dst.len();
+    for (g, head) in dst.iter_mut().enumerate() {
+        let rows = head_rows(src, heads, g, hd);
+        let scales = scales.get_mut(g).filter(|_| T::SCALED);
+        append_head_keys(isa, head, scales, rows, hd, start);
+    }
+}
+
+/// [`append_keys`] for one head: `rows` are its keys of positions `start ..`.
+pub(super) fn append_head_keys<'a, T: KvElem>(
+    isa: Isa,
+    head: &mut Vec<T>,
+    mut scales: Option<&mut Vec<f32>>,
+    rows: impl Iterator<Item = &'a [f32]>,
+    hd: usize,
+    start: usize,
+) {
     // Each key narrowed at once (one vector conversion), then scattered down its block.
     let mut narrow = Vec::with_capacity(hd);
-    for (i, row) in src.chunks_exact(dst.len() * hd).enumerate() {
+    for (i, row) in rows.enumerate() {
         let (b, lane) = ((start + i) / KEY_BLOCK, (start + i) % KEY_BLOCK);
-        for (g, (head, part)) in dst.iter_mut().zip(row.chunks_exact(hd)).enumerate() {
-            if head.len() < (b + 1) * KEY_BLOCK * hd {
-                head.resize((b + 1) * KEY_BLOCK * hd, T::default());
-            }
-            narrow.clear();
-            let s = T::extend(isa, &mut narrow, part);
-            if T::SCALED {
-                scales[g].push(s);
-            }
-            let block = &mut head[b * KEY_BLOCK * hd..];
-            for (d, &x) in narrow.iter().enumerate() {
-                block[d * KEY_BLOCK + lane] = x;
-            }
+        if head.len() < (b + 1) * KEY_BLOCK * hd {
+            head.resize((b + 1) * KEY_BLOCK * hd, T::default());
+        }
+        narrow.clear();
+        let s = T::extend(isa, &mut narrow, row);
+        if let Some(scales) = scales.as_deref_mut() {
+            scales.push(s);
+        }
+        let block = &mut head[b * KEY_BLOCK * hd..];
+        for (d, &x) in narrow.iter().enumerate() {
+            block[d * KEY_BLOCK + lane] = x;
         }
     }
 }

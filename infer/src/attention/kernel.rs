@@ -24,7 +24,7 @@
 //!   generated: attention went from 0.18–0.21 to 0.14–0.15 of a plain stream of the step's
 //!   weight bytes, and `tern bench -p 128 -n 64`'s decode roofline from 0.71 to 0.73–0.75.
 
-use super::{Block, KEY_BLOCK, KV_AHEAD, KvElem, MAX_QUERIES, prefetch_l2};
+use super::{Ahead, Block, KEY_BLOCK, KV_AHEAD, KvElem, MAX_QUERIES, prefetch_l2};
 
 /// Sixteen f32 lanes in the registers of one instruction set. Every method is only called
 /// from a function compiled for that instruction set (`#[target_feature]`).
@@ -184,7 +184,7 @@ unsafe fn run<V: Lanes, T: KvElem, const C: usize>(b: Block<'_, T>, out: &mut [f
             let mut o = [0f32; 4 * 128];
             for j0 in (0..m).step_by(4) {
                 // The next head's keys are prefetched by the first pass only.
-                let next_k = if j0 == 0 { next_k } else { &[] };
+                let next_k = if j0 == 0 { next_k } else { Ahead::NONE };
                 let pass = Pass {
                     p: &p,
                     longest,
@@ -203,14 +203,14 @@ unsafe fn run<V: Lanes, T: KvElem, const C: usize>(b: Block<'_, T>, out: &mut [f
 
 /// The inputs of a pass over a head's values: the softmax weights `p` (`[m, longest]`), the
 /// queries `js` of the pass, the values `v` (`[longest, hd]`), and the next head's keys to
-/// prefetch meanwhile (empty for none).
+/// prefetch meanwhile ([`Ahead::NONE`] for none).
 #[derive(Clone, Copy)]
 struct Pass<'a, T> {
     p: &'a [f32],
     longest: usize,
     js: [usize; 4],
     v: &'a [T],
-    next_k: &'a [T],
+    next_k: Ahead,
 }
 
 /// `out[u] = Σ_t p[js[u], t] · v[t]` for the `Q` queries `js[..Q]` (`out` is `[Q, hd]`), in
@@ -231,7 +231,7 @@ unsafe fn values<V: Lanes, T: KvElem, const Q: usize>(
             pass
         } else {
             Pass {
-                next_k: &[],
+                next_k: Ahead::NONE,
                 ..pass
             }
         };
@@ -285,9 +285,7 @@ unsafe fn values_at<V: Lanes, T: KvElem, const G: usize, const Q: usize>(
             if d0 == 0 && t + ahead < longest {
                 prefetch_l2(&v[(t + ahead) * hd..(t + ahead + 1) * hd]);
             }
-            if (t + 1) * hd <= next_k.len() {
-                prefetch_l2(&next_k[t * hd..(t + 1) * hd]);
-            }
+            next_k.prefetch(t * hd * size, hd * size);
             let row = vp.add(t * hd + d0);
             let mut w = [V::zero(); Q];
             for (w, &j) in w.iter_mut().zip(&js) {

@@ -2,6 +2,7 @@
 
 use super::cache::{append, append_keys};
 use super::*;
+use super::{append_and_attend, attention_scaled};
 use tern_pack::init::SplitMix64;
 use tern_pack::quant::quantize_activations_i8;
 
@@ -357,4 +358,80 @@ fn attention_with_an_int8_cache_stays_within_its_budget_on_every_isa() {
             }
         }
     }
+}
+
+/// One cache state: every head's keys, values and (scaled types) row scales.
+type Cache<T> = (Vec<Vec<T>>, Vec<Vec<T>>, Vec<Vec<f32>>, Vec<Vec<f32>>);
+
+/// Appends `kv` (each `[n, kv_heads · hd]`) and attends `q`, by [`append_and_attend`] on
+/// `threads` threads (`fast`), or by the serial appends and [`attention_scaled`].
+fn step<T: KvElem>(
+    isa: Isa,
+    c: &mut Cache<T>,
+    kv: (&[f32], &[f32]),
+    q: &[f32],
+    d: Dims,
+    fast: bool,
+) -> Vec<f32> {
+    let mut out = vec![0f32; q.len()];
+    let (k, v, ks, vs) = c;
+    if fast {
+        append_and_attend(isa, (k, v), (ks, vs), kv, q, &mut out, d);
+    } else {
+        append_keys(isa, k, ks, kv.0, d.head_dim, d.start);
+        append(isa, v, vs, kv.1, d.head_dim);
+        attention_scaled(isa, q, k, v, (ks, vs), &mut out, d);
+    }
+    out
+}
+
+/// Fresh heads of one element type, with capacity reserved as the cache does.
+fn empty<T: KvElem>(kv_heads: usize, tokens: usize, hd: usize) -> Cache<T> {
+    let heads = || vec![Vec::with_capacity(tokens.next_multiple_of(KEY_BLOCK) * hd); kv_heads];
+    let scales = || vec![Vec::new(); if T::SCALED { kv_heads } else { 0 }];
+    (heads(), heads(), scales(), scales())
+}
+
+fn appends_in_the_tasks_equal_the_serial_appends<T: KvElem + PartialEq + std::fmt::Debug>() {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    let mut rng = SplitMix64::new(11);
+    // Without GQA and with groups of four (2B4T); batches of one (decode), of several tokens
+    // within one task, and of more tokens than a task takes (the serial fallback).
+    for (heads, kv_heads, hd) in [(4, 4, 64), (8, 2, 96), (3, 1, 40)] {
+        for isa in Isa::available() {
+            let group = heads / kv_heads;
+            let mut fast = empty::<T>(kv_heads, 64, hd);
+            let mut slow = fast.clone();
+            let mut start = 0;
+            for n in [5, 1, 1, 12, 1, 20 / group + 1, 1] {
+                let d = Dims {
+                    heads,
+                    kv_heads,
+                    head_dim: hd,
+                    start,
+                };
+                let (q, k, v) = random_qkv(&mut rng, Dims { start: 0, ..d }, n);
+                let got = pool.install(|| step(isa, &mut fast, (&k, &v), &q, d, true));
+                let want = step(isa, &mut slow, (&k, &v), &q, d, false);
+                let at = format!("{isa:?} heads {heads}/{kv_heads} hd {hd} start {start} n {n}");
+                assert_eq!(fast, slow, "cache, {at}");
+                assert_eq!(
+                    got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                    want.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                    "outputs, {at}"
+                );
+                start += n;
+            }
+        }
+    }
+}
+
+#[test]
+fn appends_in_the_attention_tasks_equal_the_serial_appends() {
+    appends_in_the_tasks_equal_the_serial_appends::<f32>();
+    appends_in_the_tasks_equal_the_serial_appends::<f16>();
+    appends_in_the_tasks_equal_the_serial_appends::<i8>();
 }
