@@ -351,10 +351,16 @@ pub(super) unsafe fn ternary_i8<D: Dot, P: Planes<T>, const T: usize>(
     unsafe {
         if n == 1 {
             // Rows per pass, as measured on Zen 4. 1.6-bit: three rows beat two by 4 % from L3
-            // and about 1 % in a 700M decode. 2-bit: four rows beat two by 10 % from L3, but
-            // lost 12 % of the 2B4T decode's roofline from DRAM, so pairs stay.
+            // and about 1 % in a 700M decode. 2-bit: one row, one weight stream per thread.
+            // Four rows beat two by 10 % from L3, but lost 12 % of the 2B4T decode's roofline
+            // from DRAM. Against two, one row took less time per decode step in all 15
+            // in-process A/B runs (alternating the two step by step) once the KV appends had
+            // moved into the attention tasks: 700M two threads -1.1 to -4.6 %, one thread -0.9,
+            // -2.7 %; 2B4T two threads -5.6 to -11.5 %, one thread -1.3, -1.9 %. Before that
+            // move: 700M -1.5, +0.1, +1.3, -0.8 %, and an earlier series found 2B4T 1.5-2.2 %
+            // slower.
             return if T == 4 {
-                matvec::<D, P, T, 2>(pl, lay, packed, xp, sums[0], out)
+                matvec::<D, P, T, 1>(pl, lay, packed, xp, sums[0], out)
             } else {
                 matvec::<D, P, T, 3>(pl, lay, packed, xp, sums[0], out)
             };
