@@ -74,6 +74,12 @@ pub struct BenchReport {
     pub int8_peak_gmacs: Option<f64>,
     /// Prefill MACs/s of the linear layers over `int8_peak_gmacs` (ternary int8 models only).
     pub prefill_int8_peak_fraction: Option<f64>,
+    /// The round trip between two of the threads used, in nanoseconds (CPU path, two threads
+    /// or more): the cost of each hand-off between them, which every parallel region pays. On
+    /// a virtual machine it moves with where the host places the CPUs, and the roofline
+    /// fraction with it (see [`team::round_trip_ns`]).
+    #[serde(default)]
+    pub thread_round_trip_ns: Option<f64>,
 }
 
 /// Benchmark settings.
@@ -275,6 +281,8 @@ pub fn run(
     let (ttft, decode_tok_s) = (t.ttft + create, t.decode_tok_s);
     let prefill_tok_s = p as f64 / ttft.as_secs_f64();
     let cache = dec.cache;
+    // Right after decoding, before anything else may move the threads.
+    let round_trip = team::round_trip_ns(20);
     let bytes_per_token = model.weight_bytes_per_token() as u64;
     let peak_rss = peak_rss_bytes();
     let bandwidth = if t.probe_passes > 0 {
@@ -314,6 +322,7 @@ pub fn run(
         linear_macs_per_token: macs,
         int8_peak_gmacs: Some(peak / 1e9),
         prefill_int8_peak_fraction: int8_model.then(|| macs as f64 * prefill_tok_s / peak),
+        thread_round_trip_ns: round_trip,
     })
 }
 
@@ -373,5 +382,6 @@ pub fn run_gpu(
         linear_macs_per_token: gpu.linear_macs_per_token(),
         int8_peak_gmacs: None,
         prefill_int8_peak_fraction: None,
+        thread_round_trip_ns: None,
     })
 }

@@ -115,6 +115,95 @@ fn share_start(
     k
 }
 
+/// The round trip between two threads of the current pool's team, in nanoseconds: one thread
+/// writes a counter, the other answers, for about `millis` milliseconds; `None` with fewer than
+/// two threads, or when the two tasks did not run at once (a busy team, a single CPU).
+///
+/// Every parallel region of a decode step costs a few such trips (publishing the job, joining,
+/// closing), and so does each cache line one thread writes and the other reads next (a
+/// region's outputs, the activations after a norm). On a virtual machine the trip depends on
+/// where the host places the virtual CPUs. On the 2-vCPU Zen 4 machine this project was built
+/// on it read 50–70 ns in most runs and about 430 ns in the others, whose read bandwidth was
+/// higher (48–60 GB/s against 34–46); the 700M shape's two-thread decode reached 0.83–0.88 of
+/// its roofline in the first state and 0.65–0.72 in the second, where each of its ~120
+/// regions per step ran some 10 µs longer. `tern bench` reports the trip, so that a roofline
+/// fraction comes with the state it was measured in.
+pub fn round_trip_ns(millis: u64) -> Option<f64> {
+    const STOP: u64 = u64::MAX;
+    if rayon::current_num_threads() < 2 {
+        return None;
+    }
+    let budget = Duration::from_millis(millis);
+    // Both tasks must be running before the first trip; either gives up after `wait`.
+    let wait = Duration::from_millis(100);
+    let arrived = AtomicUsize::new(0);
+    let counter = Line(AtomicU64::new(0));
+    let result = Mutex::new(None);
+    let meet = |start: Instant| -> bool {
+        arrived.fetch_add(1, Ordering::AcqRel);
+        while arrived.load(Ordering::Acquire) < 2 {
+            if start.elapsed() > wait {
+                return false;
+            }
+            std::hint::spin_loop();
+        }
+        true
+    };
+    for_each(2, |t| {
+        let start = Instant::now();
+        if !meet(start) {
+            // Alone: the other task, if it comes later, finds the stop (stored first) and
+            // leaves at once.
+            counter.0.store(STOP, Ordering::Release);
+            arrived.fetch_add(2, Ordering::AcqRel);
+            return;
+        }
+        let c = &counter.0;
+        if c.load(Ordering::Acquire) == STOP {
+            return;
+        }
+        if t == 1 {
+            // Answers each odd value with the next even one, until told to stop.
+            let mut want = 1;
+            loop {
+                let v = c.load(Ordering::Acquire);
+                if v == STOP {
+                    return;
+                }
+                if v == want {
+                    c.store(want + 1, Ordering::Release);
+                    want += 2;
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+        let t0 = Instant::now();
+        let mut trips = 0u64;
+        'run: while t0.elapsed() < budget {
+            for _ in 0..64 {
+                let v = 2 * trips + 1;
+                c.store(v, Ordering::Release);
+                let mut spins = 0u32;
+                while c.load(Ordering::Acquire) != v + 1 {
+                    std::hint::spin_loop();
+                    spins = spins.wrapping_add(1);
+                    if spins.is_multiple_of(4096) && t0.elapsed() > budget + wait {
+                        break 'run;
+                    }
+                }
+                trips += 1;
+            }
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        c.store(STOP, Ordering::Release);
+        if trips > 0 {
+            *result.lock().unwrap_or_else(|e| e.into_inner()) = Some(secs * 1e9 / trips as f64);
+        }
+    });
+    result.into_inner().unwrap_or_else(|e| e.into_inner())
+}
+
 /// An output buffer shared by the tasks of a region that write disjoint elements of it.
 #[derive(Clone, Copy)]
 pub(crate) struct OutPtr(pub(crate) *mut f32);
@@ -418,6 +507,18 @@ mod tests {
                     }
                 }
             });
+        }
+    }
+
+    #[test]
+    fn the_round_trip_is_measured_on_two_threads_and_not_on_one() {
+        assert_eq!(pool(1).install(|| round_trip_ns(5)), None);
+        // Two threads: both tasks meet unless a concurrent test holds the team (then the
+        // region runs on rayon, whose two threads meet too) or the machine has one CPU.
+        let ns = pool(2).install(|| round_trip_ns(5));
+        if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
+            let ns = ns.expect("two threads meet");
+            assert!(ns.is_finite() && ns > 0.0, "{ns}");
         }
     }
 

@@ -269,6 +269,9 @@ fn print_report(r: &BenchReport) {
             100.0 * f,
         );
     }
+    if let Some(ns) = r.thread_round_trip_ns {
+        println!("threads            {ns:.0} ns round trip between two of them");
+    }
     if let Some(g) = r.gpu_memory_bytes {
         println!("GPU memory         {} allocated", gib(g));
     }
