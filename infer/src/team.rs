@@ -117,7 +117,9 @@ fn share_start(
 
 /// The round trip between two threads of the current pool's team, in nanoseconds: one thread
 /// writes a counter, the other answers, for about `millis` milliseconds; `None` with fewer than
-/// two threads, or when the two tasks did not run at once (a busy team, a single CPU).
+/// two threads, or when the two tasks did not run at once (one CPU, or a loaded machine that
+/// kept one of them off a CPU for the 100 ms wait). A team busy with another caller's job runs
+/// them on rayon's threads instead, which meet as well.
 ///
 /// Every parallel region of a decode step costs a few such trips (publishing the job, joining,
 /// closing), and so does each cache line one thread writes and the other reads next (a
