@@ -303,6 +303,28 @@ impl TernaryLinear<'_> {
         }
         self.scales[r / (self.rows / self.scales.len())]
     }
+
+    /// A prefill through the int8 kernels: each task takes a range of rows and writes its
+    /// columns of `out` (`[n, rows]`) finished, in place ([`kernels::ternary_gemm_i8_scaled`]).
+    fn int8_batch(&self, x: &I8Activations, x_scales: &[f32], out: &mut [f32]) {
+        let (rows, n, rb) = (self.rows, x.n(), self.codec.row_bytes(self.cols));
+        assert_eq!(out.len(), rows * n, "output shape");
+        let chunk = rows_per_task(rows, n);
+        let dst = OutPtr(out.as_mut_ptr());
+        team::for_each(rows.div_ceil(chunk), |c| {
+            let first = c * chunk;
+            let rc = chunk.min(rows - first);
+            let w_scales: Vec<f32> = (first..first + rc).map(|r| self.scale(r)).collect();
+            let data = &self.data[first * rb..(first + rc) * rb];
+            // SAFETY: element `i · rows + first + r` (`i < n`, `r < rc`) is inside `out`
+            // (`n · rows` long, checked above); tasks own disjoint row ranges, so no two write
+            // the same element, and `out` outlives the region.
+            unsafe {
+                let at = dst.get().add(first);
+                kernels::ternary_gemm_i8_scaled_raw(data, x, x_scales, &w_scales, at, rows);
+            }
+        });
+    }
 }
 
 impl Linear for TernaryLinear<'_> {
@@ -373,17 +395,8 @@ impl Linear for TernaryLinear<'_> {
                 let q = input.quantized();
                 // Arranged once, for every row range (and, through `input`, every matrix).
                 let x = input.arranged(&q, self.isa, self.codec);
-                let kernel = |first: usize, rows: usize, acc: &mut [i32]| {
-                    let data = &self.data[first * rb..(first + rows) * rb];
-                    kernels::ternary_gemm_i8_arranged(data, &x, acc);
-                };
-                // transformers' BitLinear: y = acc / (x_scale · w_scale).
-                par_rows::<i32, _, _>(self.rows, n, out, kernel, |r, acc, out| {
-                    let w_scale = self.scale(r);
-                    for ((o, &a), &x_scale) in out.iter_mut().zip(acc).zip(&q.scales) {
-                        *o = a as f32 / (x_scale * w_scale);
-                    }
-                });
+                // transformers' BitLinear: y = acc / (x_scale · w_scale), in the kernels.
+                self.int8_batch(&x, &q.scales, out);
             }
             TernaryActivations::Float => par_rows::<f32, _, _>(
                 self.rows,
@@ -694,6 +707,54 @@ mod tests {
                                 got.to_bits(),
                                 want.to_bits(),
                                 "{isa} {codec}, {threads} threads, layer {i} row {r}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_prefill_batch_matches_the_scalar_reference_at_every_thread_count() {
+        // Each task writes its columns of the token-major output in place: with 1, 2 and 3
+        // threads, scale shards and a row count that does not split evenly, every element must
+        // be the scalar formula's bits.
+        let mut rng = Rng(9);
+        let (k, rows, n) = (333, 150, 11);
+        let x = rng.f32s(n * k);
+        for isa in Isa::available() {
+            for codec in Codec::ALL {
+                let data = codec.encode_matrix(&rng.trits(rows * k), k).unwrap();
+                let layer = TernaryLinear {
+                    isa,
+                    codec,
+                    rows,
+                    cols: k,
+                    data: &data,
+                    scales: vec![1.5, 2.5, 0.75],
+                    activations: TernaryActivations::Int8,
+                };
+                for threads in [1, 2, 3] {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .unwrap();
+                    let input = Input::new(isa, &x, n, k, true);
+                    let mut out = vec![f32::NAN; n * rows];
+                    pool.install(|| layer.forward(&input, &mut out));
+                    let q = input.q.as_ref().unwrap();
+                    let rb = codec.row_bytes(k);
+                    for i in 0..n {
+                        for r in 0..rows {
+                            let row = &data[r * rb..(r + 1) * rb];
+                            let acc = dot_i8(codec, row, &q.codes[i * k..(i + 1) * k]);
+                            let want = acc as f32 / (q.scales[i] * layer.scale(r));
+                            let got = out[i * rows + r];
+                            assert_eq!(
+                                got.to_bits(),
+                                want.to_bits(),
+                                "{isa} {codec}, {threads} threads, token {i} row {r}"
                             );
                         }
                     }

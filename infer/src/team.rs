@@ -216,6 +216,12 @@ unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
 impl OutPtr {
+    /// The pointer itself (a method, so that a closure captures the whole `OutPtr`).
+    #[inline(always)]
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+
     /// # Safety
     /// `at .. at + len` is inside the buffer and no other thread touches it meanwhile.
     #[allow(clippy::mut_from_ref)]

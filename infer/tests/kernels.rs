@@ -7,7 +7,7 @@
 use proptest::prelude::*;
 use tern_infer::kernels::{
     DenseWeights, I8Activations, Isa, dense_gemm_f32, dense_gemm_i8, int8_peak_macs_per_s,
-    ternary_gemm_f32, ternary_gemm_i8, ternary_gemm_i8_arranged,
+    ternary_gemm_f32, ternary_gemm_i8, ternary_gemm_i8_arranged, ternary_gemm_i8_scaled,
 };
 use tern_pack::codec::Codec;
 use tern_pack::dot::{DOT_F32_ULPS_PER_TERM, dot_f32_error_budget, dot_i8};
@@ -16,8 +16,8 @@ use tern_pack::dot::{DOT_F32_ULPS_PER_TERM, dot_f32_error_budget, dot_i8};
 const KS: [usize; 19] = [
     1, 5, 31, 32, 127, 128, 129, 159, 160, 161, 255, 256, 257, 320, 639, 640, 1536, 2560, 4096,
 ];
-/// Activation counts: decode, small prefill blocks and their remainders.
-const NS: [usize; 7] = [1, 2, 3, 4, 5, 8, 9];
+/// Activation counts: decode, small prefill blocks and their remainders, two full blocks.
+const NS: [usize; 8] = [1, 2, 3, 4, 5, 8, 9, 16];
 /// Rows per test matrix: crosses the row pairs and 4-row tiles of the kernels, plus a remainder.
 const ROWS: usize = 5;
 
@@ -180,6 +180,67 @@ fn arranged_activations_serve_every_row_range() {
             }
         }
     }
+}
+
+#[test]
+fn scaled_prefill_outputs_equal_the_scaled_reference_bit_for_bit() {
+    // The engine's prefill path: each row range writes its columns of a token-major output,
+    // finished as `acc / (x_scale · w_scale)`. The same two IEEE operations on the exact sum
+    // must give the same bits, for every token count (the eight-token blocks of AVX-512 and
+    // their remainders), odd row counts and a row stride wider than the rows.
+    let mut rng = Rng(11);
+    let sentinel = f32::from_bits(0x7fc0_1234);
+    for isa in Isa::available() {
+        for codec in Codec::ALL {
+            for &k in &[31, 160, 257, 1536] {
+                let rows = 7;
+                let trits = rng.trits(rows * k);
+                let packed = codec.encode_matrix(&trits, k).unwrap();
+                let rb = codec.row_bytes(k);
+                let w_scales: Vec<f32> = rng.f32s(rows).iter().map(|v| 0.5 + v.abs()).collect();
+                for &n in NS.iter().chain(&[17]) {
+                    let xs = rng.i8s(n * k);
+                    let sums: Vec<i32> = xs
+                        .chunks(k)
+                        .map(|x| x.iter().map(|&v| v as i32).sum())
+                        .collect();
+                    let x_scales: Vec<f32> =
+                        rng.f32s(n).iter().map(|v| 1.0 + 100.0 * v.abs()).collect();
+                    let x = I8Activations::new(isa, codec, &xs, &sums, k, n);
+                    let ld = rows + 3;
+                    let mut out = vec![sentinel; n * ld];
+                    ternary_gemm_i8_scaled(&packed, &x, &x_scales, &w_scales, &mut out, ld);
+                    for i in 0..n {
+                        for c in 0..ld {
+                            let got = out[i * ld + c];
+                            if c >= rows {
+                                assert_eq!(got.to_bits(), sentinel.to_bits(), "column {c} written");
+                                continue;
+                            }
+                            let row = &packed[c * rb..(c + 1) * rb];
+                            let acc = dot_i8(codec, row, &xs[i * k..(i + 1) * k]);
+                            let want = acc as f32 / (x_scales[i] * w_scales[c]);
+                            assert_eq!(
+                                got.to_bits(),
+                                want.to_bits(),
+                                "{isa} {codec} k={k} n={n} row {c} token {i}: {got} against {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+#[should_panic(expected = "is not [n = 3, ld = 8]")]
+fn scaled_prefill_rejects_a_short_output() {
+    let (codec, k) = (Codec::Bits2, 64);
+    let x = I8Activations::new(Isa::Generic, codec, &[1; 3 * 64], &[64; 3], k, 3);
+    let packed = codec.encode_matrix(&[1; 8 * 64], k).unwrap();
+    let mut out = vec![0f32; 2 * 8 + 7];
+    ternary_gemm_i8_scaled(&packed, &x, &[1.0; 3], &[1.0; 8], &mut out, 8);
 }
 
 #[test]

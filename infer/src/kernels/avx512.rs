@@ -22,17 +22,16 @@ use std::arch::x86_64::*;
 
 use tern_pack::codec::{Codec, bits1_6};
 
+use super::avx512_prefill as prefill;
 use super::layout::{Arranged, Blocks};
 
 /// Bytes in one block (two groups).
-const BLOCK: usize = 64;
+pub(super) const BLOCK: usize = 64;
 /// How far ahead of the block being decoded each row's weight stream is prefetched, in bytes,
 /// and into which cache (L2). Measured on Zen 4: the hardware prefetchers alone reach only half
 /// the DRAM bandwidth of a plain streaming loop; this restores most of it.
 pub(super) const PREFETCH: usize = 8192;
-const HINT: i32 = _MM_HINT_T1;
-/// Most tokens sharing one decoded block.
-const MAX_NB: usize = 8;
+pub(super) const HINT: i32 = _MM_HINT_T1;
 
 /// `acc += Σ u·s` over each 4-byte lane: unsigned bytes `u` (at most 128 here) × signed `s`.
 pub(super) trait Dot {
@@ -317,7 +316,7 @@ impl Planes<5> for Bits16Cmp {
 /// # Safety
 /// `b < lay.blocks` and `row.len() == lay.row_bytes`.
 #[inline(always)]
-unsafe fn load_block(row: &[u8], b: usize, lay: &Blocks) -> __m512i {
+pub(super) unsafe fn load_block(row: &[u8], b: usize, lay: &Blocks) -> __m512i {
     unsafe {
         let start = b * BLOCK;
         debug_assert!(start < row.len() && row.len() == lay.row_bytes);
@@ -365,28 +364,7 @@ pub(super) unsafe fn ternary_i8<D: Dot, P: Planes<T>, const T: usize>(
                 matvec::<D, P, T, 3>(pl, lay, packed, xp, sums[0], out)
             };
         }
-        let mut i0 = 0;
-        while i0 < n {
-            let nb = (n - i0).min(MAX_NB);
-            let run = Tokens {
-                lay,
-                xp,
-                sums,
-                n,
-                i0,
-            };
-            match nb {
-                8 => gemm::<D, P, T, 8>(pl, &run, packed, out),
-                7 => gemm::<D, P, T, 7>(pl, &run, packed, out),
-                6 => gemm::<D, P, T, 6>(pl, &run, packed, out),
-                5 => gemm::<D, P, T, 5>(pl, &run, packed, out),
-                4 => gemm::<D, P, T, 4>(pl, &run, packed, out),
-                3 => gemm::<D, P, T, 3>(pl, &run, packed, out),
-                2 => gemm::<D, P, T, 2>(pl, &run, packed, out),
-                _ => gemm::<D, P, T, 1>(pl, &run, packed, out),
-            }
-            i0 += nb;
-        }
+        prefill::gemm::<D, P, T, _>(pl, x, packed, &mut prefill::RowMajor { out, n });
     }
 }
 
@@ -466,79 +444,6 @@ unsafe fn matvec_rows<D: Dot, P: Planes<T>, const T: usize, const R: usize>(
     }
 }
 
-/// The tokens `i0 .. i0 + NB` of a prefill call.
-struct Tokens<'a> {
-    lay: &'a Blocks,
-    xp: &'a [i8],
-    sums: &'a [i32],
-    n: usize,
-    i0: usize,
-}
-
-/// `NB` tokens against every row: each decoded plane feeds `NB` dot products, and rows go in
-/// pairs so that each activation load feeds two (long rows overflow L1 with `NB` tokens).
-#[inline(always)]
-unsafe fn gemm<D: Dot, P: Planes<T>, const T: usize, const NB: usize>(
-    pl: &P,
-    run: &Tokens<'_>,
-    packed: &[u8],
-    out: &mut [i32],
-) {
-    let (rb, n, i0) = (run.lay.row_bytes, run.n, run.i0);
-    let mut pairs = packed.chunks_exact(2 * rb);
-    let mut outs = out.chunks_exact_mut(2 * n);
-    unsafe {
-        for (rows, o) in (&mut pairs).zip(&mut outs) {
-            let acc = gemm_rows::<D, P, T, NB, 2>(pl, run, [&rows[..rb], &rows[rb..]]);
-            for (o, acc) in o.chunks_exact_mut(n).zip(&acc) {
-                for (t, acc) in acc.iter().enumerate() {
-                    o[i0 + t] = _mm512_reduce_add_epi32(*acc) - run.sums[i0 + t];
-                }
-            }
-        }
-        let (o, row) = (outs.into_remainder(), pairs.remainder());
-        if !row.is_empty() {
-            let [acc] = gemm_rows::<D, P, T, NB, 1>(pl, run, [row]);
-            for (t, acc) in acc.iter().enumerate() {
-                o[i0 + t] = _mm512_reduce_add_epi32(*acc) - run.sums[i0 + t];
-            }
-        }
-    }
-}
-
-/// `Σ d·x` accumulators of `R` rows × `NB` tokens.
-#[inline(always)]
-unsafe fn gemm_rows<D: Dot, P: Planes<T>, const T: usize, const NB: usize, const R: usize>(
-    pl: &P,
-    run: &Tokens<'_>,
-    rows: [&[u8]; R],
-) -> [[__m512i; NB]; R] {
-    let lay = run.lay;
-    let (be, te) = (lay.block_elems(), lay.token_elems());
-    assert!(run.i0 + NB <= run.n && run.xp.len() == run.n * te);
-    unsafe {
-        let x0 = run.xp.as_ptr().add(run.i0 * te);
-        let mut acc = [[_mm512_setzero_si512(); NB]; R];
-        for b in 0..lay.blocks {
-            let mut d = [[_mm512_setzero_si512(); T]; R];
-            for (d, row) in d.iter_mut().zip(rows) {
-                _mm_prefetch::<HINT>(row.as_ptr().wrapping_add(b * BLOCK + PREFETCH).cast());
-                *d = pl.planes(load_block(row, b, lay), false);
-            }
-            let x = x0.add(b * be);
-            for p in 0..T {
-                for t in 0..NB {
-                    let xv = _mm512_loadu_si512(x.add(t * te + BLOCK * p).cast());
-                    for (acc, d) in acc.iter_mut().zip(&d) {
-                        acc[t] = D::dot(acc[t], d[p], xv);
-                    }
-                }
-            }
-        }
-        acc
-    }
-}
-
 /// Ternary × int8 with VNNI and VBMI.
 ///
 /// # Safety
@@ -576,6 +481,46 @@ pub(super) unsafe fn ternary_gemm_i8_bw(
         match codec {
             Codec::Bits2 => ternary_i8::<Bw, Bits2, 4>(&Bits2, x, packed, out),
             Codec::Bits1_6 => ternary_i8::<Bw, Bits16Cmp, 5>(&Bits16Cmp, x, packed, out),
+        }
+    }
+}
+
+/// A prefill (`n > 1`) of ternary × int8 with VNNI and VBMI, finished into `out`'s floats.
+///
+/// # Safety
+/// As [`ternary_gemm_i8_vnni`]; `out` takes every row of `packed` and token of `x`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+pub(super) unsafe fn ternary_prefill_scaled_vnni(
+    codec: Codec,
+    x: Arranged<'_>,
+    packed: &[u8],
+    out: &mut prefill::Scaled<'_>,
+) {
+    unsafe {
+        match codec {
+            Codec::Bits2 => prefill::gemm::<Vnni, Bits2, 4, _>(&Bits2, x, packed, out),
+            Codec::Bits1_6 => {
+                prefill::gemm::<Vnni, _, 5, _>(&Bits16Lut::<true>::new(), x, packed, out)
+            }
+        }
+    }
+}
+
+/// [`ternary_prefill_scaled_vnni`] with AVX-512 F/BW/VL only.
+///
+/// # Safety
+/// As [`ternary_gemm_i8_bw`]; `out` takes every row of `packed` and token of `x`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(super) unsafe fn ternary_prefill_scaled_bw(
+    codec: Codec,
+    x: Arranged<'_>,
+    packed: &[u8],
+    out: &mut prefill::Scaled<'_>,
+) {
+    unsafe {
+        match codec {
+            Codec::Bits2 => prefill::gemm::<Bw, Bits2, 4, _>(&Bits2, x, packed, out),
+            Codec::Bits1_6 => prefill::gemm::<Bw, Bits16Cmp, 5, _>(&Bits16Cmp, x, packed, out),
         }
     }
 }

@@ -22,7 +22,8 @@
 //! | dense int8 | `vpdpbusd`, `x + 128` offset | 16-bit `vpmaddwd` | 16-bit `vpmaddwd` |
 //! | dense float | FMA, 4 × 4 tiles | same | FMA, 4 × 2 tiles |
 //!
-//! Files: `generic.rs`, `avx2.rs`, `avx512.rs` (ternary), `avx512_dense.rs`, `peak.rs`.
+//! Files: `generic.rs`, `avx2.rs`, `avx512.rs` (ternary), `avx512_prefill.rs` (its prefill),
+//! `avx512_dense.rs`, `peak.rs`.
 //!
 //! # Ternary kernels
 //! Packed digits are `d = t + 1` in {0, 1, 2}, so the int8 kernels compute `Σ d·x` with unsigned ×
@@ -30,6 +31,8 @@
 //! the packed row's register blocks (`layout.rs`), once per input ([`I8Activations`]): the tail
 //! then reads like a zero-padded group and needs no scalar code. Weights are read once per call
 //! for one token; with several (prefill), each decoded register serves up to 8 tokens (4 on AVX2).
+//! The engine's prefill takes its outputs finished ([`ternary_gemm_i8_scaled`]): scaled to
+//! floats and token-major, stored from the registers on AVX-512.
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -37,6 +40,8 @@ mod avx2;
 mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod avx512_dense;
+#[cfg(target_arch = "x86_64")]
+mod avx512_prefill;
 mod generic;
 mod layout;
 #[cfg(target_arch = "x86_64")]
@@ -340,6 +345,110 @@ pub fn ternary_gemm_i8_arranged(packed: &[u8], x: &I8Activations, out: &mut [i32
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { avx2::ternary_gemm_i8(x.codec, a, packed, out) },
         _ => generic::ternary_gemm_i8(x.codec, a, packed, out),
+    }
+}
+
+/// The finished outputs of a ternary × int8 layer (BitNet's BitLinear, as transformers computes
+/// it) over the tokens of `x`, token-major: `out[i · ld + r] = acc[r, i] as f32 / (x_scales[i] ·
+/// w_scales[r])`, where `acc` is what [`ternary_gemm_i8_arranged`] computes, `x_scales` holds
+/// one multiplier per token and `w_scales` one divisor per row of `packed`. Elements of `out`
+/// in columns `rows .. ld` are left as they were.
+///
+/// A prefill's row ranges run on several threads at once and each writes its columns of the
+/// layer's `[n, rows]` output in place (see [`ternary_gemm_i8_scaled_raw`]); with AVX-512 and
+/// several tokens the sums are scaled and stored straight from the registers, with no
+/// `[rows, n]` buffer to finish and transpose afterwards.
+///
+/// # Panics
+/// On inconsistent lengths: `x_scales` not one per token, `w_scales` not one per row, or `out`
+/// shorter than `(n - 1) · ld + rows`, or `ld < rows`.
+pub fn ternary_gemm_i8_scaled(
+    packed: &[u8],
+    x: &I8Activations,
+    x_scales: &[f32],
+    w_scales: &[f32],
+    out: &mut [f32],
+    ld: usize,
+) {
+    let rows = packed.len() / x.lay.row_bytes;
+    let need = (x.n() - 1)
+        .checked_mul(ld)
+        .and_then(|v| v.checked_add(rows));
+    assert!(ld >= rows, "row stride {ld} below the {rows} rows");
+    assert!(
+        need.is_some_and(|need| out.len() >= need),
+        "output of {} floats is not [n = {}, ld = {ld}]",
+        out.len(),
+        x.n()
+    );
+    // SAFETY: checked above: every `i · ld + r` with `i < n`, `r < rows` is inside `out`, which
+    // this call borrows mutably.
+    unsafe { ternary_gemm_i8_scaled_raw(packed, x, x_scales, w_scales, out.as_mut_ptr(), ld) }
+}
+
+/// [`ternary_gemm_i8_scaled`] into memory that other calls write at the same time (their own
+/// columns).
+///
+/// # Safety
+/// `out.add(i · ld + r)` for every token `i < x.n()` and row `r` of `packed` is valid for
+/// writes, and no other thread reads or writes those elements during the call.
+///
+/// # Panics
+/// As [`ternary_gemm_i8_scaled`], except for the length of `out`, which it cannot see.
+pub(crate) unsafe fn ternary_gemm_i8_scaled_raw(
+    packed: &[u8],
+    x: &I8Activations,
+    x_scales: &[f32],
+    w_scales: &[f32],
+    out: *mut f32,
+    ld: usize,
+) {
+    let (rb, n) = (x.lay.row_bytes, x.n());
+    assert_eq!(packed.len() % rb, 0, "weights are not whole rows of {rb}");
+    let rows = packed.len() / rb;
+    assert_eq!(x_scales.len(), n, "one activation scale per token");
+    assert_eq!(w_scales.len(), rows, "one weight scale per row");
+    assert!(ld >= rows, "row stride {ld} below the {rows} rows");
+    if rows == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if n > 1 && matches!(x.isa, Isa::Avx512Vnni | Isa::Avx512) {
+        let a = layout::Arranged {
+            lay: &x.lay,
+            xp: x.xp.as_slice(),
+            sums: &x.sums,
+        };
+        let mut sink = avx512_prefill::Scaled {
+            out,
+            ld,
+            x_scales,
+            w_scales,
+        };
+        // SAFETY: `I8Activations::new` checked that the CPU runs `isa` and arranged them for
+        // it; the lengths are checked above, and the caller vouches for `out`.
+        return unsafe {
+            match x.isa {
+                Isa::Avx512Vnni => {
+                    avx512::ternary_prefill_scaled_vnni(x.codec, a, packed, &mut sink)
+                }
+                _ => avx512::ternary_prefill_scaled_bw(x.codec, a, packed, &mut sink),
+            }
+        };
+    }
+    // Elsewhere: the exact sums, then scaled and transposed eight rows at a time (each token's
+    // eight outputs one contiguous write).
+    let mut acc = vec![0i32; rows * n];
+    ternary_gemm_i8_arranged(packed, x, &mut acc);
+    for r0 in (0..rows).step_by(8) {
+        let r1 = (r0 + 8).min(rows);
+        for (i, &xs) in x_scales.iter().enumerate() {
+            for r in r0..r1 {
+                let y = acc[r * n + i] as f32 / (xs * w_scales[r]);
+                // SAFETY: `i < n`, `r < rows`: the caller vouches for the element.
+                unsafe { *out.add(i * ld + r) = y };
+            }
+        }
     }
 }
 
