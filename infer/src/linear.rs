@@ -49,15 +49,18 @@ pub struct QuantizedRows {
 }
 
 impl QuantizedRows {
-    /// Quantizes `[n, k]` floats token by token.
+    /// Quantizes `[n, k]` floats token by token (a prefill's tokens spread over the team).
     pub fn new(isa: Isa, x: &[f32], n: usize, k: usize) -> QuantizedRows {
         assert_eq!(x.len(), n * k, "activation shape");
         let mut codes = vec![0i8; n * k];
-        let mut scales = vec![0f32; n];
-        let mut sums = vec![0i32; n];
-        for (i, (xi, qi)) in x.chunks_exact(k).zip(codes.chunks_exact_mut(k)).enumerate() {
-            (scales[i], sums[i]) = crate::attention::quantize_i8(isa, xi, qi);
-        }
+        let mut stats = vec![(0f32, 0i32); n];
+        team::for_token_rows2((&mut codes, k), (&mut stats, 1), |first, codes, stats| {
+            let x = &x[first * k..];
+            for ((xi, qi), s) in x.chunks_exact(k).zip(codes.chunks_exact_mut(k)).zip(stats) {
+                *s = crate::attention::quantize_i8(isa, xi, qi);
+            }
+        });
+        let (scales, sums) = stats.into_iter().unzip();
         QuantizedRows {
             codes,
             scales,

@@ -154,6 +154,14 @@ pub fn rms_norm(x: &[f32], gain: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
+/// [`rms_norm`] of a batch, its tokens spread over the team ([`team::for_tokens`]).
+fn norm_batch(x: &[f32], gain: &[f32], eps: f32, out: &mut [f32]) {
+    let d = gain.len();
+    team::for_token_rows(out, d, |first, o| {
+        rms_norm(&x[first * d..first * d + o.len()], gain, eps, o)
+    });
+}
+
 /// [`rms_norm`] of `x` into itself.
 fn rms_norm_in_place(x: &mut [f32], gain: &[f32], eps: f32) {
     let d = gain.len();
@@ -337,18 +345,22 @@ impl<'a> Model<'a> {
             cache.prefetch_append(l, n, hd);
         }
         buf.xn.resize(n * h, 0.0);
-        rms_norm(x, &layer.input_norm, eps, &mut buf.xn);
+        norm_batch(x, &layer.input_norm, eps, &mut buf.xn);
         let i8 = layer.q.w.wants_i8() || layer.k.w.wants_i8();
         let input = Input::new(isa, &buf.xn, n, h, i8);
         let qkv = [&layer.q, &layer.k, &layer.v];
         team::prime_next(&[]);
         Proj::forward_all(qkv, &input, [&mut buf.q, &mut buf.k, &mut buf.v]);
         let kv_dim = kv_heads * hd;
-        for i in 0..n {
-            let (cos, sin) = step.rope(i);
-            rope(&mut buf.q[i * q_dim..(i + 1) * q_dim], hd, cos, sin);
-            rope(&mut buf.k[i * kv_dim..(i + 1) * kv_dim], hd, cos, sin);
-        }
+        let (q_rows, k_rows) = ((&mut buf.q[..], q_dim), (&mut buf.k[..], kv_dim));
+        team::for_token_rows2(q_rows, k_rows, |first, q, k| {
+            let tokens = q.chunks_exact_mut(q_dim).zip(k.chunks_exact_mut(kv_dim));
+            for (i, (q, k)) in tokens.enumerate() {
+                let (cos, sin) = step.rope(first + i);
+                rope(q, hd, cos, sin);
+                rope(k, hd, cos, sin);
+            }
+        });
         let dims = Dims {
             heads,
             kv_heads,
@@ -360,38 +372,47 @@ impl<'a> Model<'a> {
         Proj::prime(&[&layer.o]);
         cache.append_and_attend(isa, l, kv, &buf.q, &mut buf.attn, dims);
         if let Some(g) = &layer.attn_sub_norm {
-            rms_norm_in_place(&mut buf.attn, g, eps);
+            team::for_token_rows(&mut buf.attn, q_dim, |_, a| rms_norm_in_place(a, g, eps));
         }
         let i8 = layer.o.w.wants_i8();
         let input = Input::new(isa, &buf.attn, n, q_dim, i8);
         Proj::prime(&[&layer.gate, &layer.up]);
         layer.o.forward_into(&input, &mut buf.out);
-        for (a, b) in x.iter_mut().zip(&buf.out) {
-            *a += b;
-        }
+        // The residual, and the feed-forward's norm of it.
+        let (out, gain) = (&buf.out, &layer.post_norm);
+        team::for_token_rows2((x, h), (&mut buf.xn, h), |first, x, xn| {
+            for (a, b) in x.iter_mut().zip(&out[first * h..]) {
+                *a += b;
+            }
+            rms_norm(x, gain, eps, xn);
+        });
 
         // Feed-forward.
-        rms_norm(x, &layer.post_norm, eps, &mut buf.xn);
         let i8 = layer.gate.w.wants_i8() || layer.up.w.wants_i8();
         let input = Input::new(isa, &buf.xn, n, h, i8);
         let gate_up = [&layer.gate, &layer.up];
         Proj::prime(&[&layer.down]);
         Proj::forward_all(gate_up, &input, [&mut buf.gate, &mut buf.up]);
-        let (g, u) = (&mut buf.gate, &buf.up);
-        match spec.activation {
-            Activation::Silu => g.iter_mut().zip(u).for_each(|(a, b)| {
-                *a = *a / (1.0 + (-*a).exp()) * b;
-            }),
-            Activation::Relu2 => g.iter_mut().zip(u).for_each(|(a, b)| {
-                // `max(a, 0)`, NaN included, as a select that vectorizes (`f32::max` does not).
-                let r = if *a > 0.0 { *a } else { 0.0 };
-                *a = r * r * b;
-            }),
-        }
-        if let Some(gain) = &layer.ffn_sub_norm {
-            rms_norm_in_place(g, gain, eps);
-        }
         let inter = spec.intermediate_size;
+        let (up, act, sub_norm) = (&buf.up, spec.activation, &layer.ffn_sub_norm);
+        team::for_token_rows(&mut buf.gate, inter, |first, g| {
+            let u = &up[first * inter..];
+            match act {
+                Activation::Silu => g.iter_mut().zip(u).for_each(|(a, b)| {
+                    *a = *a / (1.0 + (-*a).exp()) * b;
+                }),
+                Activation::Relu2 => g.iter_mut().zip(u).for_each(|(a, b)| {
+                    // `max(a, 0)`, NaN included, as a select that vectorizes (`f32::max` does
+                    // not).
+                    let r = if *a > 0.0 { *a } else { 0.0 };
+                    *a = r * r * b;
+                }),
+            }
+            if let Some(gain) = sub_norm {
+                rms_norm_in_place(g, gain, eps);
+            }
+        });
+        let g = &buf.gate;
         let i8 = layer.down.w.wants_i8();
         let input = Input::new(isa, g, n, inter, i8);
         match self.layers.get(l + 1) {
@@ -399,9 +420,12 @@ impl<'a> Model<'a> {
             None => prime(self.head().weight_regions()),
         }
         layer.down.forward_into(&input, &mut buf.out);
-        for (a, b) in x.iter_mut().zip(&buf.out) {
-            *a += b;
-        }
+        let out = &buf.out;
+        team::for_token_rows(x, h, |first, x| {
+            for (a, b) in x.iter_mut().zip(&out[first * h..]) {
+                *a += b;
+            }
+        });
     }
 
     /// RoPE `(cos, sin)` of positions `start .. start + n`, each `[n, head_dim / 2]`: computed

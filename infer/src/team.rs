@@ -37,6 +37,7 @@
 use std::any::Any;
 use std::cell::UnsafeCell;
 use std::collections::HashMap;
+use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
@@ -229,6 +230,95 @@ impl OutPtr {
     pub(crate) unsafe fn slice<'a>(self, at: usize, len: usize) -> &'a mut [f32] {
         unsafe { std::slice::from_raw_parts_mut(self.0.add(at), len) }
     }
+}
+
+/// `[n, width]` values of which each task of a region writes its own tokens' rows.
+pub(crate) struct TokenRows<T> {
+    ptr: *mut T,
+    n: usize,
+    width: usize,
+}
+
+impl<T> Clone for TokenRows<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for TokenRows<T> {}
+
+// SAFETY: only used by regions whose tasks write disjoint tokens.
+unsafe impl<T: Send> Send for TokenRows<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for TokenRows<T> {}
+
+impl<T> TokenRows<T> {
+    /// `buf` as `[buf.len() / width, width]`.
+    pub(crate) fn new(buf: &mut [T], width: usize) -> TokenRows<T> {
+        assert!(
+            width > 0 && buf.len().is_multiple_of(width),
+            "rows of {width}"
+        );
+        TokenRows {
+            ptr: buf.as_mut_ptr(),
+            n: buf.len() / width,
+            width,
+        }
+    }
+
+    /// The rows of `tokens`.
+    ///
+    /// # Safety
+    /// The buffer outlives the slice, and no other thread touches these rows meanwhile.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn rows<'a>(self, tokens: Range<usize>) -> &'a mut [T] {
+        assert!(tokens.start <= tokens.end && tokens.end <= self.n, "tokens");
+        let len = (tokens.end - tokens.start) * self.width;
+        // SAFETY: inside the buffer (checked); exclusive by the caller's promise.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(tokens.start * self.width), len) }
+    }
+}
+
+/// Runs `f(tokens)` over ranges of `0..n` on the threads of the current pool: the per-token
+/// work of a prefill between two matrix regions (norms, RoPE, the gate, the quantizer), which
+/// would otherwise run on the caller alone while the other threads wait. A single token (a
+/// decode step) runs at once, on the caller.
+pub fn for_tokens(n: usize, f: impl Fn(Range<usize>) + Sync) {
+    let threads = rayon::current_num_threads();
+    if n < 2 || threads < 2 {
+        return f(0..n);
+    }
+    // Two ranges per thread: the team's stealing evens out a slow start.
+    let per = n.div_ceil(2 * threads);
+    for_each(n.div_ceil(per), |c| f(c * per..((c + 1) * per).min(n)));
+}
+
+/// [`for_tokens`] over the token rows of `buf` (`[n, width]`): `f(first, rows)`, `rows` being
+/// the rows of tokens `first ..`.
+pub fn for_token_rows<T: Send>(buf: &mut [T], width: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    let rows = TokenRows::new(buf, width);
+    for_tokens(rows.n, |t| {
+        let first = t.start;
+        // SAFETY: `for_tokens` hands out disjoint ranges, and `buf` is borrowed for the call.
+        f(first, unsafe { rows.rows(t) })
+    });
+}
+
+/// [`for_token_rows`] over two buffers of the same tokens (`[n, wa]` and `[n, wb]`):
+/// `f(first, a_rows, b_rows)`.
+pub fn for_token_rows2<A: Send, B: Send>(
+    (a, wa): (&mut [A], usize),
+    (b, wb): (&mut [B], usize),
+    f: impl Fn(usize, &mut [A], &mut [B]) + Sync,
+) {
+    let (ra, rb) = (TokenRows::new(a, wa), TokenRows::new(b, wb));
+    assert_eq!(ra.n, rb.n, "the same tokens");
+    for_tokens(ra.n, |t| {
+        // SAFETY: `for_tokens` hands out disjoint ranges, and both buffers are borrowed for
+        // the call.
+        let (x, y) = unsafe { (ra.rows(t.clone()), rb.rows(t.clone())) };
+        f(t.start, x, y)
+    });
 }
 
 /// The team was running another caller's job.
@@ -496,6 +586,27 @@ mod tests {
             .num_threads(threads)
             .build()
             .unwrap()
+    }
+
+    #[test]
+    fn token_rows_reach_every_token_once_with_its_own_index() {
+        for threads in [1, 2, 3] {
+            pool(threads).install(|| {
+                for n in [0, 1, 2, 7, 128] {
+                    let (mut a, mut b) = (vec![u32::MAX; n * 3], vec![0u8; n]);
+                    for_token_rows2((&mut a, 3), (&mut b, 1), |first, a, b| {
+                        assert_eq!(a.len(), 3 * b.len());
+                        for (i, (row, c)) in a.chunks_exact_mut(3).zip(b).enumerate() {
+                            row.fill((first + i) as u32);
+                            *c += 1;
+                        }
+                    });
+                    let want: Vec<u32> = (0..n as u32).flat_map(|i| [i; 3]).collect();
+                    assert_eq!(a, want, "{threads} threads, {n} tokens");
+                    assert!(b.iter().all(|&c| c == 1), "{threads} threads, {n} tokens");
+                }
+            });
+        }
     }
 
     #[test]
