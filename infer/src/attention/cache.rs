@@ -170,7 +170,9 @@ pub(super) fn head_rows(
 }
 
 /// Appends the rows of `src` (`[n, kv_heads · hd]`) to each head's stream (and, for a scaled
-/// element type, their scales to `scales`).
+/// element type, their scales to `scales`). The serial reference of the appends in the
+/// attention's tasks.
+#[cfg(test)]
 pub(super) fn append<T: KvElem>(
     isa: Isa,
     dst: &mut [Vec<T>],
@@ -203,7 +205,9 @@ pub(super) fn append_head<'a, T: KvElem>(
 
 /// Appends the keys of `src` (`[n, kv_heads · hd]`, the first at position `start`) to each
 /// head's blocks (`[blocks, hd, KEY_BLOCK]`; a new block is zero-filled when a token starts it),
-/// and their scales as [`append`] does.
+/// and their scales as [`append`] does. The serial reference of the appends in the attention's
+/// tasks.
+#[cfg(test)]
 pub(super) fn append_keys<T: KvElem>(
     isa: Isa,
     dst: &mut [Vec<T>],

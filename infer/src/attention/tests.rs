@@ -399,7 +399,8 @@ fn appends_in_the_tasks_equal_the_serial_appends<T: KvElem + PartialEq + std::fm
         .unwrap();
     let mut rng = SplitMix64::new(11);
     // Without GQA and with groups of four (2B4T); batches of one (decode), of several tokens
-    // within one task, and of more tokens than a task takes (the serial fallback).
+    // within one task, and of more tokens than a task takes (the appends in a region of their own,
+    // one task per head and kind).
     for (heads, kv_heads, hd) in [(4, 4, 64), (8, 2, 96), (3, 1, 40)] {
         for isa in Isa::available() {
             let group = heads / kv_heads;
