@@ -180,31 +180,88 @@ pub fn forward_token(input: &Input<'_>, layers: &[&dyn Linear], outs: &mut [&mut
 
 /// One parallel region running `kernels[i]` over every row of `outs[i]` (its layer's output).
 fn token_region(kernels: &[RowKernel<'_>], outs: &mut [&mut [f32]]) {
-    let chunk = rows_per_task(outs.iter().map(|o| o.len()).max().unwrap_or(0), 1);
-    // Task `t` of layer `i` is `t - first_task[i]`'s row range of it.
-    let mut first_task = vec![0];
-    for o in outs.iter() {
-        first_task.push(first_task.last().unwrap_or(&0) + o.len().div_ceil(chunk));
-    }
+    let threads = rayon::current_num_threads().max(1);
+    let tasks = RowTasks::new(outs.iter().map(|o| o.len()), threads);
     let dst: Vec<(OutPtr, usize)> = outs
         .iter_mut()
         .map(|o| (OutPtr(o.as_mut_ptr()), o.len()))
         .collect();
-    team::for_each(*first_task.last().unwrap_or(&0), |t| {
-        let i = first_task.partition_point(|&f| f <= t) - 1;
-        let first = (t - first_task[i]) * chunk;
-        let (out, rows) = dst[i];
-        // SAFETY: `first < rows` (task `t` exists) and the slice ends at most at `rows`, the
-        // length of output `i`; tasks own disjoint row ranges, and the outputs outlive the
-        // region.
-        let o = unsafe { out.slice(first, chunk.min(rows - first)) };
+    team::for_each(tasks.len(), |t| {
+        let (i, first, len) = tasks.task(t, &dst);
+        // SAFETY: `first + len <= rows`, the length of output `i` (`RowTasks::task`); tasks
+        // own disjoint row ranges, and the outputs outlive the region.
+        let o = unsafe { dst[i].0.slice(first, len) };
         kernels[i](first, o);
     });
 }
 
-/// Rows per parallel task: enough tasks to balance `threads`, few enough to stay cheap.
+/// [`token_region`] as one loop of a lockstep job (every thread of `lock` calls it with its own
+/// kernels, over the same outputs): `kernels[i]` writes rows of `outs[i]` (pointer, rows),
+/// then `finish(i, first, rows)` runs on them (a bias). `next`: what the job's next loop reads
+/// (see [`team::Lock::for_each`]).
+///
+/// # Safety
+/// Each `outs[i]` is `rows` long, outlives the loop, and no thread reads or writes it during
+/// the loop but through this call.
+pub(crate) unsafe fn token_loop(
+    lock: &team::Lock<'_>,
+    kernels: &[RowKernel<'_>],
+    outs: &[(OutPtr, usize)],
+    finish: impl Fn(usize, usize, &mut [f32]),
+    next: &[&[u8]],
+) {
+    assert_eq!(kernels.len(), outs.len(), "one output per kernel");
+    let tasks = RowTasks::new(outs.iter().map(|o| o.1), lock.threads());
+    let run = |t: usize| {
+        let (i, first, len) = tasks.task(t, outs);
+        // SAFETY: inside output `i` (`RowTasks::task`), which the caller lends to this loop;
+        // tasks own disjoint row ranges.
+        let o = unsafe { outs[i].0.slice(first, len) };
+        kernels[i](first, o);
+        finish(i, first, o);
+    };
+    lock.for_each(tasks.len(), run, next);
+}
+
+/// The tasks of one token's region over several outputs: row ranges of one size, taken in
+/// order across the outputs.
+struct RowTasks {
+    chunk: usize,
+    /// Task `t` of output `i` is `t - first[i]`'s row range of it.
+    first: Vec<usize>,
+}
+
+impl RowTasks {
+    fn new(rows: impl Iterator<Item = usize> + Clone, threads: usize) -> RowTasks {
+        let chunk = rows_per_task_on(rows.clone().max().unwrap_or(0), 1, threads);
+        let mut first = vec![0];
+        for r in rows {
+            first.push(first.last().unwrap_or(&0) + r.div_ceil(chunk));
+        }
+        RowTasks { chunk, first }
+    }
+
+    fn len(&self) -> usize {
+        *self.first.last().unwrap_or(&0)
+    }
+
+    /// Task `t`'s output, first row and rows (`outs` as given to `new`).
+    fn task(&self, t: usize, outs: &[(OutPtr, usize)]) -> (usize, usize, usize) {
+        let i = self.first.partition_point(|&f| f <= t) - 1;
+        let first = (t - self.first[i]) * self.chunk;
+        assert!(first < outs[i].1, "task {t}");
+        (i, first, self.chunk.min(outs[i].1 - first))
+    }
+}
+
+/// Rows per parallel task: enough tasks to balance the current pool's threads, few enough to
+/// stay cheap.
 fn rows_per_task(rows: usize, n: usize) -> usize {
-    let threads = rayon::current_num_threads().max(1);
+    rows_per_task_on(rows, n, rayon::current_num_threads().max(1))
+}
+
+/// [`rows_per_task`] for `threads` threads.
+fn rows_per_task_on(rows: usize, n: usize, threads: usize) -> usize {
     if threads == 1 {
         return rows.max(1);
     }

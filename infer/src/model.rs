@@ -10,6 +10,8 @@ use crate::kernels::Isa;
 use crate::linear::{DenseLinear, Input, Linear, forward_token};
 use crate::team;
 
+mod decode;
+
 /// A linear layer and its optional bias.
 pub struct Proj<'a> {
     pub w: Box<dyn Linear + 'a>,
@@ -301,8 +303,20 @@ impl<'a> Model<'a> {
     }
 
     /// Every layer over `tokens` (checked: known ids, room in `cache`), appending them to
-    /// `cache`; returns their final hidden states, `[n, hidden]`.
+    /// `cache`; returns their final hidden states, `[n, hidden]`. A decode step on several
+    /// threads runs as one lockstep job ([`Model::layers_lockstep`]), the rest region by region.
     fn layers_forward(&self, tokens: &[u32], cache: &mut KvCache) -> Vec<f32> {
+        if let [token] = tokens
+            && let Some(x) = self.layers_lockstep(*token, cache)
+        {
+            return x;
+        }
+        self.layers_regions(tokens, cache)
+    }
+
+    /// [`Model::layers_forward`] region by region: each parallel loop a region of the team,
+    /// the work between them on the caller (a prefill's per-token work on the team).
+    fn layers_regions(&self, tokens: &[u32], cache: &mut KvCache) -> Vec<f32> {
         let spec = &self.spec;
         let (n, h) = (tokens.len(), spec.hidden_size);
         let mut x = vec![0f32; n * h];

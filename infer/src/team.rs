@@ -33,6 +33,9 @@
 //!   idling through the end of the region and the serial code after it.
 //! * A panic in a task is caught on the thread that ran it, the job is closed, and the caller
 //!   resumes the panic: borrowed data never outlives a task that uses it.
+//! * A decode step on several threads runs as one lockstep job instead ([`lockstep`]): every
+//!   thread walks the whole step, and its parallel loops end in barriers, so that the step
+//!   publishes one job rather than some 120.
 
 use std::any::Any;
 use std::cell::UnsafeCell;
@@ -44,6 +47,9 @@ use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
+
+mod lockstep;
+pub use lockstep::{Lock, lockstep};
 
 /// How long a worker spins for the next region before it parks. Longer than the serial work
 /// between two regions of a decode step (a norm, the attention's bookkeeping: microseconds),
@@ -59,7 +65,7 @@ pub fn for_each(tasks: usize, f: impl Fn(usize) + Sync) {
         return (0..tasks).for_each(f);
     }
     // More tasks than a range word holds, or the team busy with another caller's job: rayon.
-    if tasks > u32::MAX as usize || Team::of(threads).try_run(tasks, &f).is_err() {
+    if tasks > u32::MAX as usize || Team::of(threads).try_run(tasks, &f, false).is_err() {
         (0..tasks).into_par_iter().for_each(&f);
     }
 }
@@ -357,6 +363,12 @@ struct Team {
     next: UnsafeCell<Vec<(usize, usize)>>,
     /// Held by the caller of the running job.
     busy: AtomicBool,
+    /// A lockstep job's shares of its current phase (see [`lockstep`]).
+    phases: Vec<Line<AtomicU64>>,
+    /// A lockstep job's arrivals at the ends of its phases so far.
+    arrived: Line<AtomicU64>,
+    /// A lockstep participant panicked: the others leave their barriers.
+    aborted: AtomicBool,
     /// A task's panic, kept for the caller.
     panic: Mutex<Option<Box<dyn Any + Send>>>,
     /// Parked workers and their wake-up.
@@ -403,6 +415,9 @@ impl Team {
                 job: UnsafeCell::new(noop as Task),
                 next: UnsafeCell::new(Vec::new()),
                 busy: AtomicBool::new(false),
+                phases: (0..threads).map(|_| Line(AtomicU64::new(0))).collect(),
+                arrived: Line(AtomicU64::new(0)),
+                aborted: AtomicBool::new(false),
                 panic: Mutex::new(None),
                 sleepers: AtomicUsize::new(0),
                 park: Mutex::new(()),
@@ -419,10 +434,24 @@ impl Team {
     }
 
     /// Runs the job on the caller and the workers that join it; `Err(Busy)` (having run
-    /// nothing) when another caller's job is running.
-    fn try_run(&self, tasks: usize, f: &(dyn Fn(usize) + Sync)) -> Result<(), Busy> {
+    /// nothing) when another caller's job is running. A `lockstep` job starts with its phase
+    /// state cleared.
+    fn try_run(
+        &self,
+        tasks: usize,
+        f: &(dyn Fn(usize) + Sync),
+        lockstep: bool,
+    ) -> Result<(), Busy> {
         if self.busy.swap(true, Ordering::Acquire) {
             return Err(Busy);
+        }
+        if lockstep {
+            // Ordered before the workers' reads by the job's publication below.
+            for p in &self.phases {
+                p.0.store(0, Ordering::Relaxed);
+            }
+            self.arrived.0.store(0, Ordering::Relaxed);
+            self.aborted.store(false, Ordering::Relaxed);
         }
         // SAFETY: the lifetime is erased only for the duration of this call: the job is closed
         // below, after every worker in it has left, before `f`'s borrow ends.
@@ -464,6 +493,12 @@ impl Team {
         let theirs = self.panic.lock().unwrap_or_else(|e| e.into_inner()).take();
         self.busy.store(false, Ordering::Release);
         if let Err(p) = mine {
+            // A lockstep peer's panic is the cause of the caller's own.
+            if p.is::<lockstep::PeerPanicked>()
+                && let Some(t) = theirs
+            {
+                resume_unwind(t);
+            }
             resume_unwind(p);
         }
         if let Some(p) = theirs {

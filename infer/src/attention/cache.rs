@@ -361,3 +361,192 @@ impl KvCache {
         each_store!(&mut self.data, s => s.append_and_attend(isa, l, kv, q, out, d));
     }
 }
+
+/// Every head's cache of every layer, for the tasks of a decode step's lockstep job
+/// ([`crate::team::lockstep`]): each task appends and attends one head, on whichever thread
+/// takes it. Made from the cache before the job (its heads' next-key ranges too, taken before
+/// any append, as [`super::append_and_attend`] takes them); the cache's length is advanced
+/// after it.
+pub(crate) struct StepCache<'c> {
+    data: StepData,
+    kv_heads: usize,
+    head_dim: usize,
+    start: usize,
+    _cache: std::marker::PhantomData<&'c mut KvCache>,
+}
+
+// SAFETY: tasks reach disjoint heads (see `StepCache::attend_head`), and the cache is borrowed
+// mutably for the view's life.
+unsafe impl Sync for StepCache<'_> {}
+
+enum StepData {
+    F32(HeadPtrs<f32>),
+    F16(HeadPtrs<f16>),
+    Q8(HeadPtrs<i8>),
+}
+
+/// Per layer and KV head (`[layers · kv_heads]`): its keys, values, their scales (empty for an
+/// unscaled element type) and its keys' range to prefetch.
+struct HeadPtrs<T> {
+    k: Vec<*mut Vec<T>>,
+    v: Vec<*mut Vec<T>>,
+    k_scale: Vec<*mut Vec<f32>>,
+    v_scale: Vec<*mut Vec<f32>>,
+    ahead: Vec<super::Ahead>,
+}
+
+impl<T: KvElem> HeadPtrs<T> {
+    fn new(s: &mut Store<T>) -> HeadPtrs<T> {
+        let ahead =
+            s.k.iter()
+                .flatten()
+                .map(|h| super::Ahead::of(h.as_slice()))
+                .collect();
+        let ptrs = |h: &mut Heads<T>| h.iter_mut().flatten().map(|v| v as *mut Vec<T>).collect();
+        let scales = |h: &mut Heads<f32>| h.iter_mut().flatten().map(|v| v as *mut _).collect();
+        HeadPtrs {
+            k: ptrs(&mut s.k),
+            v: ptrs(&mut s.v),
+            k_scale: scales(&mut s.k_scale),
+            v_scale: scales(&mut s.v_scale),
+            ahead,
+        }
+    }
+
+    /// # Safety
+    /// As [`StepCache::attend_head`]; `i = l · kv_heads + g`, `next` the head after it.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn attend(
+        &self,
+        isa: Isa,
+        (i, next): (usize, super::Ahead),
+        (key, value): (&[f32], &[f32]),
+        q: &[f32],
+        out: &mut [f32],
+        hd: usize,
+        start: usize,
+    ) {
+        // SAFETY: in bounds (`StepCache::attend_head` checks `l` and `g`); the caller alone
+        // reaches this head.
+        let (hk, hv) = unsafe { (&mut *{ self.k[i] }, &mut *{ self.v[i] }) };
+        let (mut ks, mut vs) = match T::SCALED {
+            // SAFETY: as above; a scaled type has one scale stream per head.
+            true => unsafe {
+                (
+                    Some(&mut *{ self.k_scale[i] }),
+                    Some(&mut *{ self.v_scale[i] }),
+                )
+            },
+            false => (None, None),
+        };
+        append_head_keys(isa, hk, ks.as_deref_mut(), std::iter::once(key), hd, start);
+        append_head(isa, hv, vs.as_deref_mut(), std::iter::once(value));
+        let lens = [start + 1; super::MAX_QUERIES];
+        next.prefetch_start();
+        let b = super::Block {
+            q,
+            lens: &lens[..q.len() / hd],
+            k: hk,
+            v: hv,
+            k_scale: ks.map_or(&[], |s| s),
+            v_scale: vs.map_or(&[], |s| s),
+            next_k: next,
+            scale: 1.0 / (hd as f32).sqrt(),
+        };
+        super::block(isa, b, out);
+    }
+}
+
+impl KvCache {
+    /// The view of a decode step's lockstep job (one token, at position `len()`, of a model
+    /// with `kv_heads` heads of `head_dim`, as the cache was made for).
+    pub(crate) fn step(&mut self, kv_heads: usize, head_dim: usize) -> StepCache<'_> {
+        assert!(self.len < self.capacity, "a full cache");
+        let start = self.len;
+        let heads = each_store!(&self.data, s => s.k.first().map_or(kv_heads, Vec::len));
+        assert_eq!(heads, kv_heads, "KV heads of the cache");
+        let data = match &mut self.data {
+            KvData::F32(s) => StepData::F32(HeadPtrs::new(s)),
+            KvData::F16(s) => StepData::F16(HeadPtrs::new(s)),
+            KvData::Q8(s) => StepData::Q8(HeadPtrs::new(s)),
+        };
+        StepCache {
+            data,
+            kv_heads,
+            head_dim,
+            start,
+            _cache: std::marker::PhantomData,
+        }
+    }
+}
+
+impl StepCache<'_> {
+    /// Appends the new token's `key` and `value` (`head_dim` each) to head `g` of layer `l`,
+    /// then attends the queries of its group `q` (`[group, head_dim]`, rotated) to the head's
+    /// cache, writing `out` (as `q`).
+    ///
+    /// # Safety
+    /// No other thread reaches head `g` of layer `l` meanwhile.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn attend_head(
+        &self,
+        isa: Isa,
+        l: usize,
+        g: usize,
+        kv: (&[f32], &[f32]),
+        q: &[f32],
+        out: &mut [f32],
+    ) {
+        let (hd, kvh) = (self.head_dim, self.kv_heads);
+        let i = l * kvh + g;
+        assert!(
+            g < kvh
+                && kv.0.len() == hd
+                && kv.1.len() == hd
+                && q.len().is_multiple_of(hd)
+                && (1..=super::MAX_QUERIES).contains(&(q.len() / hd))
+                && out.len() == q.len(),
+            "attention head shapes"
+        );
+        let start = self.start;
+        macro_rules! go {
+            ($p:expr) => {{
+                assert!(i < $p.k.len(), "layer {l}");
+                let next = $p.ahead.get(i + 1).copied().filter(|_| g + 1 < kvh);
+                let next = next.unwrap_or(super::Ahead::NONE);
+                // SAFETY: the caller's promise.
+                unsafe { $p.attend(isa, (i, next), kv, q, out, hd, start) }
+            }};
+        }
+        match &self.data {
+            StepData::F32(p) => go!(p),
+            StepData::F16(p) => go!(p),
+            StepData::Q8(p) => go!(p),
+        }
+    }
+
+    /// Prefetches layer `l`'s lines that the step's appends write (see
+    /// [`KvCache::prefetch_append`]).
+    ///
+    /// # Safety
+    /// No thread appends to layer `l` meanwhile.
+    pub(crate) unsafe fn prefetch_append(&self, l: usize) {
+        let (hd, start, kvh) = (self.head_dim, self.start, self.kv_heads);
+        let (b0, b1) = (start / KEY_BLOCK, (start + 1).div_ceil(KEY_BLOCK));
+        macro_rules! go {
+            ($p:expr) => {{
+                for i in l * kvh..((l + 1) * kvh).min($p.k.len()) {
+                    // SAFETY: the caller's promise; only read.
+                    let (k, v) = unsafe { (&*$p.k[i], &*$p.v[i]) };
+                    prefetch_spare(k, b0 * KEY_BLOCK * hd, b1 * KEY_BLOCK * hd);
+                    prefetch_spare(v, start * hd, (start + 1) * hd);
+                }
+            }};
+        }
+        match &self.data {
+            StepData::F32(p) => go!(p),
+            StepData::F16(p) => go!(p),
+            StepData::Q8(p) => go!(p),
+        }
+    }
+}
