@@ -39,12 +39,7 @@ pub(in crate::attention) fn append_and_attend<T: KvElem>(
     );
     // Taken before any append: a later task's keys grow meanwhile, but are only prefetched.
     let ahead: Vec<Ahead> = k.iter().map(|h| Ahead::of(h.as_slice())).collect();
-    let heads = HeadsMut {
-        k: k.as_mut_ptr(),
-        v: v.as_mut_ptr(),
-        k_scale: scales.0.as_mut_ptr(),
-        v_scale: scales.1.as_mut_ptr(),
-    };
+    let heads = HeadsMut::new((k, v), scales);
     team::for_each(d.kv_heads, |g| {
         // SAFETY: `g < kv_heads` = the lengths of `k` and `v` (and of the scales when scaled,
         // checked by `Call::new`); task `g` alone touches head `g`, and the region ends
@@ -84,12 +79,7 @@ fn append_all<T: KvElem>(
         v.len() == kv_heads && scales.0.len() == n_scales && scales.1.len() == n_scales,
         "KV heads"
     );
-    let heads = HeadsMut {
-        k: k.as_mut_ptr(),
-        v: v.as_mut_ptr(),
-        k_scale: scales.0.as_mut_ptr(),
-        v_scale: scales.1.as_mut_ptr(),
-    };
+    let heads = HeadsMut::new((k, v), scales);
     // Keys and values alternate, so that each thread's share has as many of each.
     team::for_each(2 * kv_heads, |t| {
         let g = t / 2;
@@ -127,6 +117,18 @@ struct HeadsMut<T> {
 unsafe impl<T: Send> Sync for HeadsMut<T> {}
 
 impl<T> HeadsMut<T> {
+    fn new(
+        (k, v): (&mut [Vec<T>], &mut [Vec<T>]),
+        scales: (&mut [Vec<f32>], &mut [Vec<f32>]),
+    ) -> HeadsMut<T> {
+        HeadsMut {
+            k: k.as_mut_ptr(),
+            v: v.as_mut_ptr(),
+            k_scale: scales.0.as_mut_ptr(),
+            v_scale: scales.1.as_mut_ptr(),
+        }
+    }
+
     /// Head `g`'s keys, values and (when `scaled`) their scales.
     ///
     /// # Safety
