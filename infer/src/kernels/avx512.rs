@@ -349,20 +349,15 @@ pub(super) unsafe fn ternary_i8<D: Dot, P: Planes<T>, const T: usize>(
     assert_eq!(out.len() * lay.row_bytes, packed.len() * n);
     unsafe {
         if n == 1 {
-            // Rows per pass, as measured on Zen 4. 1.6-bit: three rows beat two by 4 % from L3
-            // and about 1 % in a 700M decode. 2-bit: one row, one weight stream per thread.
-            // Four rows beat two by 10 % from L3, but lost 12 % of the 2B4T decode's roofline
-            // from DRAM. Against two, one row took less time per decode step in all 15
-            // in-process A/B runs (alternating the two step by step) once the KV appends had
-            // moved into the attention tasks: 700M two threads -1.1 to -4.6 %, one thread -0.9,
-            // -2.7 %; 2B4T two threads -5.6 to -11.5 %, one thread -1.3, -1.9 %. Before that
-            // move: 700M -1.5, +0.1, +1.3, -0.8 %, and an earlier series found 2B4T 1.5-2.2 %
-            // slower.
-            return if T == 4 {
-                matvec::<D, P, T, 1>(pl, lay, packed, xp, sums[0], out)
-            } else {
-                matvec::<D, P, T, 3>(pl, lay, packed, xp, sums[0], out)
-            };
+            // One row per pass (one weight stream per thread), both codecs, as measured on Zen
+            // 4 in one process running the variants step by step (`tern bench -p 128`), in
+            // turn for 2-bit and in a random order for 1.6-bit. 2-bit: four rows beat two by 10 % from L3, but lost 12 % of the 2B4T
+            // decode's roofline from DRAM; against two, one row took less time per step in all
+            // 15 runs (700M two threads -1.1 to -4.6 %, one thread -0.9, -2.7 %; 2B4T two
+            // threads -5.6 to -11.5 %, one thread -1.3, -1.9 %). 1.6-bit, against three rows
+            // (which beat two by 4 % from L3): 700M -0.3, -3.3, -0.6, -3.3 % at two threads,
+            // -0.8, -0.4 % at one; 2B4T -1.2, -5.5 % at two, -3.6, -2.0 % at one.
+            return matvec::<D, P, T, 1>(pl, lay, packed, xp, sums[0], out);
         }
         prefill::gemm::<D, P, T, _>(pl, x, packed, &mut prefill::RowMajor { out, n });
     }
