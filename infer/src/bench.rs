@@ -80,6 +80,11 @@ pub struct BenchReport {
     /// fraction with it (see [`team::round_trip_ns`]).
     #[serde(default)]
     pub thread_round_trip_ns: Option<f64>,
+    /// The same round trip measured before the prefill: where it differs from
+    /// `thread_round_trip_ns` by several times, the host moved the CPUs during the run, and
+    /// the decode ran partly in each placement.
+    #[serde(default)]
+    pub thread_round_trip_before_ns: Option<f64>,
 }
 
 /// Benchmark settings.
@@ -272,6 +277,7 @@ pub fn run(
     let regions = model.weight_regions();
     let probe = StreamProbe::new(&regions);
     probe.pass();
+    let round_trip_before = team::round_trip_ns(20);
     // The cache faults its pages in when created: part of the time to first token.
     let t0 = Instant::now();
     let cache = KvCache::new(&model.spec, p + n, opts.kv);
@@ -323,6 +329,7 @@ pub fn run(
         int8_peak_gmacs: Some(peak / 1e9),
         prefill_int8_peak_fraction: int8_model.then(|| macs as f64 * prefill_tok_s / peak),
         thread_round_trip_ns: round_trip,
+        thread_round_trip_before_ns: round_trip_before,
     })
 }
 
@@ -383,5 +390,6 @@ pub fn run_gpu(
         int8_peak_gmacs: None,
         prefill_int8_peak_fraction: None,
         thread_round_trip_ns: None,
+        thread_round_trip_before_ns: None,
     })
 }

@@ -269,8 +269,15 @@ fn print_report(r: &BenchReport) {
             100.0 * f,
         );
     }
-    if let Some(ns) = r.thread_round_trip_ns {
-        println!("threads            {ns:.0} ns round trip between two of them");
+    match (r.thread_round_trip_before_ns, r.thread_round_trip_ns) {
+        (Some(before), Some(after)) => println!(
+            "threads            {before:.0} ns round trip between two of them before the prefill, \
+             {after:.0} ns after the decode"
+        ),
+        (None, Some(ns)) => {
+            println!("threads            {ns:.0} ns round trip between two of them")
+        }
+        _ => {}
     }
     if let Some(g) = r.gpu_memory_bytes {
         println!("GPU memory         {} allocated", gib(g));
