@@ -123,7 +123,10 @@ fn share_start(
 }
 
 /// The round trip between two threads of the current pool's team, in nanoseconds: one thread
-/// writes a counter, the other answers, for about `millis` milliseconds; `None` with fewer than
+/// writes a counter, the other answers, for about `millis` milliseconds, and the median of the
+/// trip's mean over each batch of 64 is returned (the mean over all of them read 500–3,000 ns
+/// in some runs, against 50–70 or about 400 in the others: a thread the host holds up weighs
+/// on a mean, not on a median); `None` with fewer than
 /// two threads, or when the two tasks did not run at once (one CPU, or a loaded machine that
 /// kept one of them off a CPU for the 100 ms wait). A team busy with another caller's job runs
 /// them on rayon's threads instead, which meet as well.
@@ -139,6 +142,7 @@ fn share_start(
 /// fraction comes with the state it was measured in.
 pub fn round_trip_ns(millis: u64) -> Option<f64> {
     const STOP: u64 = u64::MAX;
+    const BATCH: u64 = 64;
     if rayon::current_num_threads() < 2 {
         return None;
     }
@@ -189,8 +193,12 @@ pub fn round_trip_ns(millis: u64) -> Option<f64> {
         }
         let t0 = Instant::now();
         let mut trips = 0u64;
+        // Each batch's time per trip: their median, so that a batch the host interrupted
+        // (a descheduled thread, a page fault) does not move it.
+        let mut batches = Vec::new();
         'run: while t0.elapsed() < budget {
-            for _ in 0..64 {
+            let b0 = Instant::now();
+            for _ in 0..BATCH {
                 let v = 2 * trips + 1;
                 c.store(v, Ordering::Release);
                 let mut spins = 0u32;
@@ -203,11 +211,12 @@ pub fn round_trip_ns(millis: u64) -> Option<f64> {
                 }
                 trips += 1;
             }
+            batches.push(b0.elapsed().as_secs_f64() * 1e9 / BATCH as f64);
         }
-        let secs = t0.elapsed().as_secs_f64();
         c.store(STOP, Ordering::Release);
-        if trips > 0 {
-            *result.lock().unwrap_or_else(|e| e.into_inner()) = Some(secs * 1e9 / trips as f64);
+        if !batches.is_empty() {
+            batches.sort_by(f64::total_cmp);
+            *result.lock().unwrap_or_else(|e| e.into_inner()) = Some(batches[batches.len() / 2]);
         }
     });
     result.into_inner().unwrap_or_else(|e| e.into_inner())
