@@ -57,12 +57,16 @@ impl Proj<'_> {
     }
 
     fn add_bias(&self, out: &mut [f32]) {
-        let rows = self.w.rows();
+        for o in out.chunks_exact_mut(self.w.rows()) {
+            self.add_bias_rows(0, o);
+        }
+    }
+
+    /// Adds the bias of rows `first .. first + out.len()` to `out`.
+    fn add_bias_rows(&self, first: usize, out: &mut [f32]) {
         if let Some(b) = &self.bias {
-            for o in out.chunks_exact_mut(rows) {
-                for (v, bv) in o.iter_mut().zip(b) {
-                    *v += bv;
-                }
+            for (v, bv) in out.iter_mut().zip(&b[first..]) {
+                *v += bv;
             }
         }
     }
@@ -410,18 +414,7 @@ impl<'a> Model<'a> {
         let inter = spec.intermediate_size;
         let (up, act, sub_norm) = (&buf.up, spec.activation, &layer.ffn_sub_norm);
         team::for_token_rows(&mut buf.gate, inter, |first, g| {
-            let u = &up[first * inter..];
-            match act {
-                Activation::Silu => g.iter_mut().zip(u).for_each(|(a, b)| {
-                    *a = *a / (1.0 + (-*a).exp()) * b;
-                }),
-                Activation::Relu2 => g.iter_mut().zip(u).for_each(|(a, b)| {
-                    // `max(a, 0)`, NaN included, as a select that vectorizes (`f32::max` does
-                    // not).
-                    let r = if *a > 0.0 { *a } else { 0.0 };
-                    *a = r * r * b;
-                }),
-            }
+            gate(act, g, &up[first * inter..]);
             if let Some(gain) = sub_norm {
                 rms_norm_in_place(g, gain, eps);
             }
@@ -475,6 +468,20 @@ impl Step {
             &self.rope.0[i * w..(i + 1) * w],
             &self.rope.1[i * w..(i + 1) * w],
         )
+    }
+}
+
+/// The gated activation `g = act(g) · u`, element by element (`u` at least as long).
+fn gate(act: Activation, g: &mut [f32], u: &[f32]) {
+    match act {
+        Activation::Silu => g.iter_mut().zip(u).for_each(|(a, b)| {
+            *a = *a / (1.0 + (-*a).exp()) * b;
+        }),
+        Activation::Relu2 => g.iter_mut().zip(u).for_each(|(a, b)| {
+            // `max(a, 0)`, NaN included, as a select that vectorizes (`f32::max` does not).
+            let r = if *a > 0.0 { *a } else { 0.0 };
+            *a = r * r * b;
+        }),
     }
 }
 

@@ -625,7 +625,7 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicU32;
 
-    fn pool(threads: usize) -> rayon::ThreadPool {
+    pub(super) fn pool(threads: usize) -> rayon::ThreadPool {
         rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()

@@ -14,9 +14,7 @@
 //!   0.996, 1.012, whose longer regions leave less to save. The order of the two within a
 //!   pair moved the ratio by about 2 %, and the runs alternated it.
 
-use tern_pack::spec::Activation;
-
-use super::{Model, Proj, rms_norm, rms_norm_in_place, rope};
+use super::{Model, Proj, gate, rms_norm, rms_norm_in_place, rope};
 use crate::attention::KvCache;
 use crate::linear::{Input, RowKernel, token_loop};
 use crate::team::{self, OutPtr};
@@ -53,9 +51,31 @@ impl Shared {
     }
 }
 
-/// The outputs of some projections, each `(pointer, rows)` into the shared buffer.
-fn outs<const N: usize>(buf: OutPtr, projs: [(&Proj<'_>, usize); N]) -> [(OutPtr, usize); N] {
-    projs.map(|(p, at)| (OutPtr(buf.get().wrapping_add(at)), p.w.rows()))
+/// One loop of projections that read the same input `x` (one token): projection `i` writes its
+/// rows at `buf + offsets[i]`, its bias added. `next`: what the loop after it reads.
+///
+/// # Safety
+/// Each projection's rows at its offset lie inside `buf`'s buffer, which outlives the loop, and
+/// no thread touches them during the loop but through this call.
+unsafe fn project(
+    lock: &team::Lock<'_>,
+    isa: crate::kernels::Isa,
+    (projs, offsets): (&[&Proj<'_>], &[usize]),
+    x: &[f32],
+    buf: OutPtr,
+    next: &[&[u8]],
+) {
+    let i8 = projs.iter().any(|p| p.w.wants_i8());
+    let input = Input::new(isa, x, 1, x.len(), i8);
+    let kernels: Vec<RowKernel<'_>> = projs.iter().map(|p| p.w.token_rows(&input)).collect();
+    let dst: Vec<(OutPtr, usize)> = projs
+        .iter()
+        .zip(offsets)
+        .map(|(p, &at)| (OutPtr(buf.get().wrapping_add(at)), p.w.rows()))
+        .collect();
+    let bias = |i: usize, first: usize, o: &mut [f32]| projs[i].add_bias_rows(first, o);
+    // SAFETY: the caller's promise.
+    unsafe { token_loop(lock, &kernels, &dst, bias, next) };
 }
 
 impl Model<'_> {
@@ -98,13 +118,6 @@ impl Model<'_> {
             })
             .collect();
         let steps = cache.step(kv_heads, hd);
-        let bias = |p: &Proj<'_>, first: usize, o: &mut [f32]| {
-            if let Some(b) = &p.bias {
-                for (v, b) in o.iter_mut().zip(&b[first..]) {
-                    *v += b;
-                }
-            }
-        };
         let ran = team::lockstep(|lock| {
             // SAFETY (every `buf.slice` below): inside `shared` (`at.len` long, which outlives
             // the job); a loop's outputs are written by its tasks alone, each its own rows or
@@ -123,16 +136,9 @@ impl Model<'_> {
                 }
                 // q, k, v.
                 rms_norm(&x, &layer.input_norm, eps, &mut xn);
-                let i8 = layer.q.w.wants_i8() || layer.k.w.wants_i8();
-                {
-                    let input = Input::new(isa, &xn, 1, h, i8);
-                    let qkv = [&layer.q, &layer.k, &layer.v];
-                    let kernels: Vec<RowKernel<'_>> =
-                        qkv.iter().map(|p| p.w.token_rows(&input)).collect();
-                    let dst = outs(buf, [(qkv[0], at.q), (qkv[1], at.k), (qkv[2], at.v)]);
-                    // SAFETY: the outputs' rows are inside `shared`, as for `read`.
-                    unsafe { token_loop(lock, &kernels, &dst, |i, f, o| bias(qkv[i], f, o), &[]) };
-                }
+                let qkv = ([&layer.q, &layer.k, &layer.v], [at.q, at.k, at.v]);
+                // SAFETY (each `project`): the outputs' rows are inside `shared`, as for `read`.
+                unsafe { project(lock, isa, (&qkv.0, &qkv.1), &xn, buf, &[]) };
                 // Attention: each KV head's task rotates its queries and key, appends, attends.
                 lock.for_each(
                     kv_heads,
@@ -153,72 +159,22 @@ impl Model<'_> {
                 if let Some(g) = &layer.attn_sub_norm {
                     rms_norm_in_place(a, g, eps);
                 }
-                {
-                    let input = Input::new(isa, a, 1, q_dim, layer.o.w.wants_i8());
-                    let kernels = [layer.o.w.token_rows(&input)];
-                    let dst = outs(buf, [(&layer.o, at.out)]);
-                    unsafe {
-                        token_loop(
-                            lock,
-                            &kernels,
-                            &dst,
-                            |_, f, o| bias(&layer.o, f, o),
-                            prime_ffn,
-                        )
-                    };
-                }
+                unsafe { project(lock, isa, (&[&layer.o], &[at.out]), a, buf, prime_ffn) };
                 // The residual, and the feed-forward's norm of it.
                 for (a, b) in x.iter_mut().zip(read(at.out, h)) {
                     *a += b;
                 }
                 rms_norm(&x, &layer.post_norm, eps, &mut xn);
                 // Feed-forward.
-                let i8 = layer.gate.w.wants_i8() || layer.up.w.wants_i8();
-                {
-                    let input = Input::new(isa, &xn, 1, h, i8);
-                    let gu = [&layer.gate, &layer.up];
-                    let kernels: Vec<RowKernel<'_>> =
-                        gu.iter().map(|p| p.w.token_rows(&input)).collect();
-                    let dst = outs(buf, [(gu[0], at.gate), (gu[1], at.up)]);
-                    unsafe {
-                        token_loop(
-                            lock,
-                            &kernels,
-                            &dst,
-                            |i, f, o| bias(gu[i], f, o),
-                            prime_down,
-                        )
-                    };
-                }
+                let gu = ([&layer.gate, &layer.up], [at.gate, at.up]);
+                unsafe { project(lock, isa, (&gu.0, &gu.1), &xn, buf, prime_down) };
                 let g = &mut wide[..inter];
                 g.copy_from_slice(read(at.gate, inter));
-                let u = read(at.up, inter);
-                match spec.activation {
-                    Activation::Silu => g.iter_mut().zip(u).for_each(|(a, b)| {
-                        *a = *a / (1.0 + (-*a).exp()) * b;
-                    }),
-                    Activation::Relu2 => g.iter_mut().zip(u).for_each(|(a, b)| {
-                        let r = if *a > 0.0 { *a } else { 0.0 };
-                        *a = r * r * b;
-                    }),
-                }
+                gate(spec.activation, g, read(at.up, inter));
                 if let Some(gain) = &layer.ffn_sub_norm {
                     rms_norm_in_place(g, gain, eps);
                 }
-                {
-                    let input = Input::new(isa, g, 1, inter, layer.down.w.wants_i8());
-                    let kernels = [layer.down.w.token_rows(&input)];
-                    let dst = outs(buf, [(&layer.down, at.out)]);
-                    unsafe {
-                        token_loop(
-                            lock,
-                            &kernels,
-                            &dst,
-                            |_, f, o| bias(&layer.down, f, o),
-                            prime_after,
-                        )
-                    };
-                }
+                unsafe { project(lock, isa, (&[&layer.down], &[at.out]), g, buf, prime_after) };
                 for (a, b) in x.iter_mut().zip(read(at.out, h)) {
                     *a += b;
                 }

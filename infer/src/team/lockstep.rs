@@ -183,17 +183,11 @@ impl Lock<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::pool;
     use super::*;
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicU32, AtomicUsize};
     use std::time::Duration;
-
-    fn pool(threads: usize) -> rayon::ThreadPool {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap()
-    }
 
     /// [`lockstep`], retried while another test's job holds the team.
     fn run(body: impl Fn(&Lock<'_>) + Sync) {
