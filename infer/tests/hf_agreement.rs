@@ -102,13 +102,7 @@ fn pool(threads: usize) -> rayon::ThreadPool {
 
 fn pack(name: &str, codec: Codec, dir: &Path) -> PackedCheckpoint {
     let out = dir.join(format!("{name}-{}", codec.bits_label()));
-    let opts = PackOptions {
-        codec,
-        overwrite: false,
-        quant: None,
-        tokenizer: None,
-    };
-    pack_checkpoint(&fixture(name), &out, &opts, &mut |_| {}).unwrap();
+    pack_checkpoint(&fixture(name), &out, &PackOptions::new(codec), &mut |_| {}).unwrap();
     PackedCheckpoint::open(&out).unwrap()
 }
 

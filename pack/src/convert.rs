@@ -106,6 +106,19 @@ pub struct PackOptions {
     pub tokenizer: Option<PathBuf>,
 }
 
+impl PackOptions {
+    /// Packing with `codec`, the config's quantization and the input's tokenizer, into a new
+    /// directory.
+    pub fn new(codec: Codec) -> PackOptions {
+        PackOptions {
+            codec,
+            overwrite: false,
+            quant: None,
+            tokenizer: None,
+        }
+    }
+}
+
 /// Packs the latent checkpoint in `input` into `out`.
 pub fn pack_checkpoint(
     input: &Path,
