@@ -126,9 +126,9 @@ fn share_start(
 /// writes a counter, the other answers, for about `millis` milliseconds, and the median of the
 /// trip's mean over each batch of 64 is returned (the mean over all of them read 500–3,000 ns
 /// in some runs, against 50–70 or about 400 in the others: a thread the host holds up weighs
-/// on a mean, not on a median); `None` with fewer than
-/// two threads, or when the two tasks did not run at once (one CPU, or a loaded machine that
-/// kept one of them off a CPU for the 100 ms wait). A team busy with another caller's job runs
+/// on a mean, not on a median); `None` with fewer than two threads, or when the two tasks did
+/// not run at once (one CPU, or a loaded machine that kept one of them off a CPU for the
+/// 100 ms wait). A team busy with another caller's job runs
 /// them on rayon's threads instead, which meet as well.
 ///
 /// Every parallel region of a decode step costs a few such trips (publishing the job, joining,
