@@ -136,10 +136,8 @@ impl<T: KvElem> Store<T> {
     }
 
     fn prefetch_append(&self, l: usize, start: usize, n: usize, hd: usize) {
-        let (b0, b1) = (start / KEY_BLOCK, (start + n).div_ceil(KEY_BLOCK));
         for (k, v) in self.k[l].iter().zip(&self.v[l]) {
-            prefetch_spare(k, b0 * KEY_BLOCK * hd, b1 * KEY_BLOCK * hd);
-            prefetch_spare(v, start * hd, (start + n) * hd);
+            prefetch_head_append((k, v), start, n, hd);
         }
     }
 
@@ -156,6 +154,14 @@ impl<T: KvElem> Store<T> {
         let heads = (&mut self.k[l][..], &mut self.v[l][..]);
         super::append_and_attend(isa, heads, scales, kv, q, out, d);
     }
+}
+
+/// Prefetches into L2 the lines of one head's keys `k` and values `v` that appending `n`
+/// tokens at position `start` writes (see [`KvCache::prefetch_append`]).
+fn prefetch_head_append<T>((k, v): (&Vec<T>, &Vec<T>), start: usize, n: usize, hd: usize) {
+    let (b0, b1) = (start / KEY_BLOCK, (start + n).div_ceil(KEY_BLOCK));
+    prefetch_spare(k, b0 * KEY_BLOCK * hd, b1 * KEY_BLOCK * hd);
+    prefetch_spare(v, start * hd, (start + n) * hd);
 }
 
 /// Head `g`'s rows of `src` (`[n, heads · hd]`), each `hd` long.
@@ -532,14 +538,12 @@ impl StepCache<'_> {
     /// No thread appends to layer `l` meanwhile.
     pub(crate) unsafe fn prefetch_append(&self, l: usize) {
         let (hd, start, kvh) = (self.head_dim, self.start, self.kv_heads);
-        let (b0, b1) = (start / KEY_BLOCK, (start + 1).div_ceil(KEY_BLOCK));
         macro_rules! go {
             ($p:expr) => {{
                 for i in l * kvh..((l + 1) * kvh).min($p.k.len()) {
                     // SAFETY: the caller's promise; only read.
                     let (k, v) = unsafe { (&*$p.k[i], &*$p.v[i]) };
-                    prefetch_spare(k, b0 * KEY_BLOCK * hd, b1 * KEY_BLOCK * hd);
-                    prefetch_spare(v, start * hd, (start + 1) * hd);
+                    prefetch_head_append((k, v), start, 1, hd);
                 }
             }};
         }

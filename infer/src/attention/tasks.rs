@@ -156,37 +156,32 @@ impl<T> HeadsMut<T> {
     ///
     /// # Safety
     /// As [`HeadsMut::head`], for these two only.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn keys<'a>(
-        &self,
-        g: usize,
-        scaled: bool,
-    ) -> (&'a mut Vec<T>, Option<&'a mut Vec<f32>>) {
-        unsafe {
-            (
-                &mut *self.k.add(g),
-                scaled.then(|| &mut *self.k_scale.add(g)),
-            )
-        }
+    unsafe fn keys<'a>(&self, g: usize, scaled: bool) -> Stream<'a, T> {
+        unsafe { stream((self.k, self.k_scale), g, scaled) }
     }
 
     /// Head `g`'s values and (when `scaled`) their scales.
     ///
     /// # Safety
     /// As [`HeadsMut::head`], for these two only.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn values<'a>(
-        &self,
-        g: usize,
-        scaled: bool,
-    ) -> (&'a mut Vec<T>, Option<&'a mut Vec<f32>>) {
-        unsafe {
-            (
-                &mut *self.v.add(g),
-                scaled.then(|| &mut *self.v_scale.add(g)),
-            )
-        }
+    unsafe fn values<'a>(&self, g: usize, scaled: bool) -> Stream<'a, T> {
+        unsafe { stream((self.v, self.v_scale), g, scaled) }
     }
+}
+
+/// One head's keys or values, and their scales when scaled.
+type Stream<'a, T> = (&'a mut Vec<T>, Option<&'a mut Vec<f32>>);
+
+/// Element `g` of `rows` and (when `scaled`) of `scales`.
+///
+/// # Safety
+/// As [`HeadsMut::head`].
+unsafe fn stream<'a, T>(
+    (rows, scales): (*mut Vec<T>, *mut Vec<f32>),
+    g: usize,
+    scaled: bool,
+) -> Stream<'a, T> {
+    unsafe { (&mut *rows.add(g), scaled.then(|| &mut *scales.add(g))) }
 }
 
 /// The shapes of one attention call, shared by its tasks.
