@@ -24,7 +24,7 @@
 //!   generated: attention went from 0.18–0.21 to 0.14–0.15 of a plain stream of the step's
 //!   weight bytes, and `tern bench -p 128 -n 64`'s decode roofline from 0.71 to 0.73–0.75.
 
-use super::{Ahead, Block, KEY_BLOCK, KV_AHEAD, KvElem, MAX_QUERIES, prefetch_l2};
+use super::{Ahead, Block, KEY_BLOCK, KV_AHEAD, KvElem, MAX_QUERIES, prefetch_kv};
 
 /// Sixteen f32 lanes in the registers of one instruction set. Every method is only called
 /// from a function compiled for that instruction set (`#[target_feature]`).
@@ -108,19 +108,21 @@ unsafe fn run<V: Lanes, T: KvElem, const C: usize>(b: Block<'_, T>, out: &mut [f
     );
     let size = std::mem::size_of::<T>();
     let (kb, ahead) = (KEY_BLOCK * hd, KV_AHEAD / size);
+    // A decode step's queries (one per head of the group) take one pass over the values.
+    let once = m <= 4;
     // Softmax weights, `[m, longest]`, zero past each query's length.
     let mut p = vec![0f32; m * longest];
     unsafe {
-        prefetch_l2(&k[..(blocks * kb).min(ahead)]);
+        prefetch_kv(&k[..(blocks * kb).min(ahead)], once);
         for b in 0..blocks {
             let kp = k.as_ptr().add(b * kb);
             let at = b * kb + ahead;
             if at < k.len() {
-                prefetch_l2(&k[at..(at + kb).min(k.len())]);
+                prefetch_kv(&k[at..(at + kb).min(k.len())], once);
             }
             // This block's value rows, a whole phase before they are read.
             let (r0, r1) = (b * KEY_BLOCK, ((b + 1) * KEY_BLOCK).min(longest));
-            prefetch_l2(&v[r0 * hd..r1 * hd]);
+            prefetch_kv(&v[r0 * hd..r1 * hd], once);
             let t0 = b * KEY_BLOCK;
             // The keys' row scales of this block (an int8 cache), multiplied after `scale`.
             let row_scales = (!k_scale.is_empty())
@@ -174,6 +176,7 @@ unsafe fn run<V: Lanes, T: KvElem, const C: usize>(b: Block<'_, T>, out: &mut [f
         if m == 1 {
             let pass = Pass {
                 p: &p,
+                once,
                 longest,
                 js: [0; 4],
                 v,
@@ -187,6 +190,7 @@ unsafe fn run<V: Lanes, T: KvElem, const C: usize>(b: Block<'_, T>, out: &mut [f
                 let next_k = if j0 == 0 { next_k } else { Ahead::NONE };
                 let pass = Pass {
                     p: &p,
+                    once,
                     longest,
                     js: quad(j0, m),
                     v,
@@ -207,6 +211,8 @@ unsafe fn run<V: Lanes, T: KvElem, const C: usize>(b: Block<'_, T>, out: &mut [f
 #[derive(Clone, Copy)]
 struct Pass<'a, T> {
     p: &'a [f32],
+    /// Prefetch the values non-temporally ([`prefetch_kv`]).
+    once: bool,
     longest: usize,
     js: [usize; 4],
     v: &'a [T],
@@ -266,6 +272,7 @@ unsafe fn values_at<V: Lanes, T: KvElem, const G: usize, const Q: usize>(
 ) {
     let Pass {
         p,
+        once,
         longest,
         js,
         v,
@@ -278,12 +285,12 @@ unsafe fn values_at<V: Lanes, T: KvElem, const G: usize, const Q: usize>(
     unsafe {
         let vp = v.as_ptr();
         if d0 == 0 {
-            prefetch_l2(&v[..(ahead * hd).min(longest * hd)]);
+            prefetch_kv(&v[..(ahead * hd).min(longest * hd)], once);
         }
         let mut acc = [[V::zero(); G]; Q];
         for t in 0..longest {
             if d0 == 0 && t + ahead < longest {
-                prefetch_l2(&v[(t + ahead) * hd..(t + ahead + 1) * hd]);
+                prefetch_kv(&v[(t + ahead) * hd..(t + ahead + 1) * hd], once);
             }
             next_k.prefetch(t * hd * size, hd * size);
             let row = vp.add(t * hd + d0);

@@ -14,6 +14,7 @@ use std::arch::x86_64::*;
 
 use tern_pack::codec::Codec;
 
+use super::avx512::{self, ONCE, prefetch_ahead};
 use super::layout::{Arranged, Blocks};
 use super::{DenseWeights, generic};
 
@@ -21,8 +22,9 @@ use super::{DenseWeights, generic};
 const BLOCK: usize = 32;
 /// Most tokens sharing one decoded block (16 registers: planes, accumulators, constants).
 const MAX_NB: usize = 4;
-/// Prefetch distance (bytes) and target cache (L2) of the weight stream.
-const PREFETCH: usize = super::avx512::PREFETCH;
+/// Prefetch distance (bytes) and target cache (L2) of the weight stream; one token's stream is
+/// prefetched non-temporally instead ([`avx512::ONCE`]).
+const PREFETCH: usize = avx512::PREFETCH;
 const HINT: i32 = _MM_HINT_T1;
 
 /// Loads block `b` of a packed row, zero-filling past the row's end (rows are whole 4-byte words).
@@ -157,7 +159,7 @@ unsafe fn gemm<const T: usize, const NB: usize>(run: &Tokens<'_>, packed: &[u8],
         {
             let mut acc = [_mm256_setzero_si256(); NB];
             for b in 0..lay.blocks {
-                _mm_prefetch::<HINT>(row.as_ptr().wrapping_add(b * BLOCK + PREFETCH).cast());
+                prefetch_ahead(row.as_ptr().wrapping_add(b * BLOCK), n == 1);
                 let d = planes::<T>(load_block(row, b));
                 let x = x0.add(b * be);
                 for (t, acc) in acc.iter_mut().enumerate() {
@@ -350,8 +352,9 @@ impl Wide for half::bf16 {
 }
 
 /// One token (decode, the LM head): one row at a time, so that the weights are read as a
-/// single sequential stream, 32 weights per step on four accumulators, and no software
-/// prefetch, as the AVX-512 `gemv` measured best. Against the 4-row tiles with a prefetch per
+/// single sequential stream, 32 weights per step on four accumulators, prefetched
+/// non-temporally as the AVX-512 `gemv` is (none at all measured best before the ternary
+/// streams went non-temporal). Against the 4-row tiles with a prefetch per
 /// load that decode used before, at one thread with `tern bench --isa avx2 -p 128` on Zen 4:
 /// the f16 head of the 700M shape went from 0.55 to 0.39 of a plain stream of the step's
 /// weight bytes (decode roofline 0.55–0.56 → 0.61–0.62), and 2B4T (bf16 head) from a decode
@@ -379,6 +382,10 @@ unsafe fn gemv<W: Wide>(w: &[W], k: usize, x: &[f32], out: &mut [f32]) {
             let mut acc = [_mm256_setzero_ps(); 4];
             let mut c = 0;
             while c < full {
+                let line = p.add(c).cast::<u8>();
+                for l in (0..32 * std::mem::size_of::<W>()).step_by(64) {
+                    _mm_prefetch::<ONCE>(line.wrapping_add(PREFETCH + l).cast());
+                }
                 for h in 0..2 {
                     let wv = W::load16(p.add(c + 16 * h));
                     for (j, wv) in wv.into_iter().enumerate() {
@@ -501,7 +508,9 @@ unsafe fn dense_i8_block<const NB: usize>(
             let whole = k / 16 * 16;
             for c in (0..whole).step_by(16) {
                 let p = row.as_ptr().add(c);
-                _mm_prefetch::<HINT>(p.wrapping_add(PREFETCH).cast());
+                if c % 64 == 0 {
+                    prefetch_ahead(p.cast(), n == 1);
+                }
                 let wv = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.cast()));
                 for (t, acc) in acc.iter_mut().enumerate() {
                     let xv = _mm256_loadu_si256(x0.add(t * kp + c).cast());

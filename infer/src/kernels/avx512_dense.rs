@@ -14,7 +14,7 @@
 use std::arch::x86_64::*;
 
 use super::DenseWeights;
-use super::avx512::PREFETCH;
+use super::avx512::{ONCE, PREFETCH, prefetch_ahead};
 
 /// Most tokens sharing one weight register.
 const MAX_NB: usize = 8;
@@ -84,7 +84,7 @@ unsafe fn i8_vnni_block<const NB: usize>(
             let mut sw = _mm512_setzero_si512();
             for c in (0..k).step_by(64) {
                 let p = row.as_ptr().add(c);
-                _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(PREFETCH).cast());
+                prefetch_ahead(p.cast(), n == 1);
                 let wv = if c + 64 <= k {
                     _mm512_loadu_si512(p.cast())
                 } else {
@@ -138,7 +138,7 @@ unsafe fn i8_bw_block<const NB: usize>(
             let mut acc = [_mm512_setzero_si512(); NB];
             for c in (0..k).step_by(32) {
                 let p = row.as_ptr().add(c);
-                _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(PREFETCH).cast());
+                prefetch_ahead(p.cast(), n == 1);
                 let w8 = if c + 32 <= k {
                     _mm256_loadu_si256(p.cast())
                 } else {
@@ -336,9 +336,9 @@ const PAIRED_OFFSET: usize = 0;
 
 /// One token (decode, the LM head): one row at a time, so the weights are read as a single
 /// sequential stream (the hardware prefetchers' best case: several interleaved row streams
-/// reached only 60–75 % of the rate), 64 weights per step on four accumulators. No software
-/// prefetch: on this light loop the hardware prefetchers alone stream at about 93 % of a plain
-/// read, and prefetching `PREFETCH` ahead as the ternary kernels do dropped that to 78 %.
+/// reached only 60–75 % of the rate), 64 weights per step on four accumulators, prefetched
+/// non-temporally `PREFETCH` ahead ([`ONCE`]; into L2 instead, it dropped from 93 % of a plain
+/// read to 78 %).
 #[inline(always)]
 unsafe fn gemv<W: Wide>(w: &[W], k: usize, x: &[f32], out: &mut [f32]) {
     let full = k - k % 64;
@@ -365,6 +365,10 @@ unsafe fn gemv<W: Wide>(w: &[W], k: usize, x: &[f32], out: &mut [f32]) {
             let mut acc = [_mm512_setzero_ps(); 4];
             let mut c = 0;
             while c < full {
+                let line = p.add(c).cast::<u8>();
+                for l in (0..64 * std::mem::size_of::<W>()).step_by(64) {
+                    _mm_prefetch::<ONCE>(line.wrapping_add(PREFETCH + l).cast());
+                }
                 for h in 0..2 {
                     let wv = W::load32(p.add(c + 32 * h));
                     for (j, wv) in wv.into_iter().enumerate() {

@@ -67,6 +67,23 @@ pub(crate) fn prefetch_l2_raw(p: *const i8, bytes: usize) {
     let _ = (p, bytes);
 }
 
+/// Prefetches every line of `bytes` bytes from `p` for one read soon: non-temporally, so the
+/// lines do not go on to evict what the step reads again (see the decode kernels' `ONCE`).
+/// Like [`prefetch_l2_raw`], `p` may point anywhere.
+#[inline(always)]
+pub(crate) fn prefetch_once_raw(p: *const i8, bytes: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_NTA, _mm_prefetch};
+        for off in (0..bytes).step_by(64) {
+            // SAFETY: a prefetch never faults and dereferences nothing.
+            unsafe { _mm_prefetch::<_MM_HINT_NTA>(p.wrapping_add(off)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (p, bytes);
+}
+
 /// The longest row any kernel accepts: every i32 partial sum stays exact below it.
 pub const MAX_K: usize = 1 << 16;
 
