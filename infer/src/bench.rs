@@ -52,9 +52,9 @@ pub struct BenchReport {
     /// `weight_bytes_per_token · decode_tok_s`.
     pub effective_gb_s: f64,
     /// Read bandwidth measured on this machine with the same thread count. CPU path: streaming
-    /// the model's own weight bytes once after each decode step, each pass one of the
-    /// [`ReadWay`]s in turn, the mean over the passes of the fastest way (so that a shared
-    /// machine's drift hits both sides of the ratio alike). GPU path: the device's copy
+    /// the model's own weight bytes once each [`ReadWay`] after every eighth decode step, the
+    /// mean over the passes of the fastest way (so that a shared machine's drift hits both
+    /// sides of the ratio alike). GPU path: the device's copy
     /// bandwidth, bytes read plus bytes written per second.
     pub measured_bandwidth_gb_s: f64,
     /// Decode speed over the roofline `measured_bandwidth / weight_bytes_per_token`.
@@ -273,10 +273,17 @@ impl Timing {
     }
 }
 
+/// Decode steps between two rounds of the bandwidth probe. A probe pass evicts what a step
+/// reads again from the caches (norms, activations, the KV rows being appended), which the
+/// step's own non-temporal streams leave in place: with a pass after every step, 700M 2-bit
+/// decoded 2-4 % slower at one thread than with none during the decode (three alternated
+/// pairs of `tern bench -p 128 -n 64`).
+const PROBE_EVERY: usize = 8;
+
 /// The prefill of `prompt` (time to first token, including the first argmax) and `n - 1`
-/// greedy decode steps, each followed (outside its timing) by one pass of `probe` when given:
-/// the decode and the bandwidth it is compared with are measured in the same moments of a
-/// shared machine.
+/// greedy decode steps, every [`PROBE_EVERY`]th and the last followed (outside its timing) by
+/// one pass of `probe` each [`ReadWay`] when given: the decode and the bandwidth it is compared
+/// with are measured in the same stretch of a shared machine.
 fn timed_greedy(
     dec: &mut dyn Decoder,
     prompt: &[u32],
@@ -291,11 +298,11 @@ fn timed_greedy(
         let t = Instant::now();
         next = dec.argmax(&[next])?;
         decode += t.elapsed().as_secs_f64();
-        if let Some(p) = probe {
-            // The ways in turn, so that each meets the machine's drift alike.
-            let w = step % ReadWay::ALL.len();
-            probe_secs[w] += p.pass(ReadWay::ALL[w]);
-            probe_passes[w] += 1;
+        if let Some(p) = probe.filter(|_| step % PROBE_EVERY == 0 || step == n - 1) {
+            for (w, &way) in ReadWay::ALL.iter().enumerate() {
+                probe_secs[w] += p.pass(way);
+                probe_passes[w] += 1;
+            }
         }
     }
     let decode_tok_s = if n > 1 {
@@ -329,8 +336,8 @@ pub fn run(
     model.forward(&prompt[..1], &mut cache, Logits::Last)?;
     drop(cache);
 
-    // The roofline's bandwidth: streaming the very weight pages a decode step reads, one pass
-    // after each step. It allocates nothing, so the peak RSS is the engine's own.
+    // The roofline's bandwidth: streaming the very weight pages a decode step reads, a round of
+    // passes every few steps. It allocates nothing, so the peak RSS is the engine's own.
     let regions = model.weight_regions();
     let probe = StreamProbe::new(&regions);
     probe.pass(ReadWay::Plain);
@@ -348,7 +355,7 @@ pub fn run(
     let round_trip = team::round_trip_ns(20);
     let bytes_per_token = model.weight_bytes_per_token() as u64;
     let peak_rss = peak_rss_bytes();
-    // Too few steps for every way: three passes of each after the decode, the fastest.
+    // No decode steps: three passes of each way after the prefill, the fastest.
     let bandwidth = t.bandwidth(probe.bytes).unwrap_or_else(|| {
         ReadWay::ALL
             .iter()
