@@ -51,20 +51,34 @@ use std::sync::OnceLock;
 
 use tern_pack::codec::Codec;
 
-/// Prefetches every line of `bytes` bytes from `p` into L2. A prefetch never faults and reads
-/// nothing, so `p` may point to memory that is unmapped or not initialized.
+/// Prefetches every line of `bytes` bytes from `p`: into L2, or non-temporally with `ONCE`. A
+/// prefetch never faults and reads nothing, so `p` may point to memory that is unmapped or not
+/// initialized.
 #[inline(always)]
-pub(crate) fn prefetch_l2_raw(p: *const i8, bytes: usize) {
+fn prefetch_lines<const ONCE: bool>(p: *const i8, bytes: usize) {
     #[cfg(target_arch = "x86_64")]
     {
-        use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
+        use std::arch::x86_64::{_MM_HINT_NTA, _MM_HINT_T1, _mm_prefetch};
         for off in (0..bytes).step_by(64) {
+            let line = p.wrapping_add(off);
             // SAFETY: a prefetch never faults and dereferences nothing.
-            unsafe { _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(off)) };
+            unsafe {
+                if ONCE {
+                    _mm_prefetch::<_MM_HINT_NTA>(line);
+                } else {
+                    _mm_prefetch::<_MM_HINT_T1>(line);
+                }
+            }
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (p, bytes);
+}
+
+/// Prefetches every line of `bytes` bytes from `p` into L2 (`p` may point anywhere).
+#[inline(always)]
+pub(crate) fn prefetch_l2_raw(p: *const i8, bytes: usize) {
+    prefetch_lines::<false>(p, bytes);
 }
 
 /// Prefetches every line of `bytes` bytes from `p` for one read soon: non-temporally, so the
@@ -72,16 +86,7 @@ pub(crate) fn prefetch_l2_raw(p: *const i8, bytes: usize) {
 /// Like [`prefetch_l2_raw`], `p` may point anywhere.
 #[inline(always)]
 pub(crate) fn prefetch_once_raw(p: *const i8, bytes: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_MM_HINT_NTA, _mm_prefetch};
-        for off in (0..bytes).step_by(64) {
-            // SAFETY: a prefetch never faults and dereferences nothing.
-            unsafe { _mm_prefetch::<_MM_HINT_NTA>(p.wrapping_add(off)) };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (p, bytes);
+    prefetch_lines::<true>(p, bytes);
 }
 
 /// The longest row any kernel accepts: every i32 partial sum stays exact below it.
