@@ -60,12 +60,7 @@ fn find<'a>(t: &'a mut Tensors, name: &str) -> &'a mut (TensorEntry, Vec<u8>) {
 /// Packs `input` and returns the error text, checking nothing was left in `root`'s output.
 fn pack_err(input: &Path, root: &Path) -> String {
     let out = root.join("out");
-    let opts = PackOptions {
-        codec: Codec::Bits2,
-        overwrite: false,
-        quant: None,
-        tokenizer: None,
-    };
+    let opts = PackOptions::new(Codec::Bits2);
     let before: Vec<_> = std::fs::read_dir(root)
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -294,12 +289,7 @@ fn bad_configs_are_refused() {
 fn corrupted_packed_checkpoints_are_refused_on_open() {
     let make = |root: &Path| -> PathBuf {
         let out = root.join("p");
-        let opts = PackOptions {
-            codec: Codec::Bits1_6,
-            overwrite: false,
-            quant: None,
-            tokenizer: None,
-        };
+        let opts = PackOptions::new(Codec::Bits1_6);
         pack_checkpoint(&fixture("llama-f32"), &out, &opts, &mut |_| {}).unwrap();
         out
     };

@@ -47,12 +47,7 @@ fn no_progress() -> impl FnMut(tern_pack::convert::Progress<'_>) {
 }
 
 fn pack(name: &str, codec: Codec, out: &Path) -> PackedCheckpoint {
-    let opts = PackOptions {
-        codec,
-        overwrite: false,
-        quant: None,
-        tokenizer: None,
-    };
+    let opts = PackOptions::new(codec);
     pack_checkpoint(&fixture(name), out, &opts, &mut no_progress()).unwrap();
     PackedCheckpoint::open(out).unwrap()
 }
@@ -139,12 +134,7 @@ fn pack_unpack_pack_is_byte_identical() {
                 );
                 pack(name, codec, &p1);
                 unpack_checkpoint(&p1, &u, dtype, false, &mut no_progress()).unwrap();
-                let opts = PackOptions {
-                    codec,
-                    overwrite: false,
-                    quant: None,
-                    tokenizer: None,
-                };
+                let opts = PackOptions::new(codec);
                 pack_checkpoint(&u, &p2, &opts, &mut no_progress()).unwrap();
                 let a = std::fs::read(p1.join("model.safetensors")).unwrap();
                 let b = std::fs::read(p2.join("model.safetensors")).unwrap();

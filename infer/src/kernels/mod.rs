@@ -377,9 +377,9 @@ pub fn ternary_gemm_i8_arranged(packed: &[u8], x: &I8Activations, out: &mut [i32
 /// in columns `rows .. ld` are left as they were.
 ///
 /// A prefill's row ranges run on several threads at once and each writes its columns of the
-/// layer's `[n, rows]` output in place (see [`ternary_gemm_i8_scaled_raw`]); with AVX-512 and
-/// several tokens the sums are scaled and stored straight from the registers, with no
-/// `[rows, n]` buffer to finish and transpose afterwards.
+/// layer's `[n, rows]` output in place (through this function's crate-private raw-pointer
+/// twin); with AVX-512 and several tokens the sums are scaled and stored straight from the
+/// registers, with no `[rows, n]` buffer to finish and transpose afterwards.
 ///
 /// # Panics
 /// On inconsistent lengths: `x_scales` not one per token, `w_scales` not one per row, or `out`
