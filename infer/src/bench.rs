@@ -54,8 +54,8 @@ pub struct BenchReport {
     /// Read bandwidth measured on this machine with the same thread count. CPU path: streaming
     /// the model's own weight bytes once each [`ReadWay`] after every eighth decode step, the
     /// mean over the passes of the fastest way (so that a shared machine's drift hits both
-    /// sides of the ratio alike). GPU path: the device's copy
-    /// bandwidth, bytes read plus bytes written per second.
+    /// sides of the ratio alike). GPU path: the device's copy bandwidth, bytes read plus bytes
+    /// written per second.
     pub measured_bandwidth_gb_s: f64,
     /// Decode speed over the roofline `measured_bandwidth / weight_bytes_per_token`.
     pub roofline_fraction: f64,
