@@ -14,9 +14,9 @@ use std::arch::x86_64::*;
 
 use tern_pack::codec::Codec;
 
-use super::avx512::{self, ONCE, prefetch_ahead};
+use super::avx512::{self, prefetch_ahead};
 use super::layout::{Arranged, Blocks};
-use super::{DenseWeights, generic};
+use super::{DenseWeights, generic, prefetch_once_raw};
 
 /// Bytes in one block (one group).
 const BLOCK: usize = 32;
@@ -382,10 +382,8 @@ unsafe fn gemv<W: Wide>(w: &[W], k: usize, x: &[f32], out: &mut [f32]) {
             let mut acc = [_mm256_setzero_ps(); 4];
             let mut c = 0;
             while c < full {
-                let line = p.add(c).cast::<u8>();
-                for l in (0..32 * std::mem::size_of::<W>()).step_by(64) {
-                    _mm_prefetch::<ONCE>(line.wrapping_add(PREFETCH + l).cast());
-                }
+                let ahead = p.add(c).cast::<i8>().wrapping_add(PREFETCH);
+                prefetch_once_raw(ahead, 32 * std::mem::size_of::<W>());
                 for h in 0..2 {
                     let wv = W::load16(p.add(c + 16 * h));
                     for (j, wv) in wv.into_iter().enumerate() {

@@ -437,7 +437,7 @@ unsafe fn matvec_rows<D: Dot, P: Planes<T>, const T: usize, const R: usize>(
             let x = xp.as_ptr().add(b * be);
             let mut d = [[_mm512_setzero_si512(); T]; R];
             for (d, row) in d.iter_mut().zip(rows) {
-                _mm_prefetch::<ONCE>(row.as_ptr().wrapping_add(b * BLOCK + PREFETCH).cast());
+                prefetch_ahead(row.as_ptr().wrapping_add(b * BLOCK), true);
                 *d = pl.planes(load_block(row, b, lay), true);
             }
             for p in 0..T {

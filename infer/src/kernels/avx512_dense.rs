@@ -14,7 +14,8 @@
 use std::arch::x86_64::*;
 
 use super::DenseWeights;
-use super::avx512::{ONCE, PREFETCH, prefetch_ahead};
+use super::avx512::{PREFETCH, prefetch_ahead};
+use super::prefetch_once_raw;
 
 /// Most tokens sharing one weight register.
 const MAX_NB: usize = 8;
@@ -337,7 +338,7 @@ const PAIRED_OFFSET: usize = 0;
 /// One token (decode, the LM head): one row at a time, so the weights are read as a single
 /// sequential stream (the hardware prefetchers' best case: several interleaved row streams
 /// reached only 60–75 % of the rate), 64 weights per step on four accumulators, prefetched
-/// non-temporally `PREFETCH` ahead ([`ONCE`]; into L2 instead, it dropped from 93 % of a plain
+/// non-temporally `PREFETCH` ahead ([`super::avx512::ONCE`]; into L2 instead, it dropped from 93 % of a plain
 /// read to 78 %).
 #[inline(always)]
 unsafe fn gemv<W: Wide>(w: &[W], k: usize, x: &[f32], out: &mut [f32]) {
@@ -365,10 +366,8 @@ unsafe fn gemv<W: Wide>(w: &[W], k: usize, x: &[f32], out: &mut [f32]) {
             let mut acc = [_mm512_setzero_ps(); 4];
             let mut c = 0;
             while c < full {
-                let line = p.add(c).cast::<u8>();
-                for l in (0..64 * std::mem::size_of::<W>()).step_by(64) {
-                    _mm_prefetch::<ONCE>(line.wrapping_add(PREFETCH + l).cast());
-                }
+                let ahead = p.add(c).cast::<i8>().wrapping_add(PREFETCH);
+                prefetch_once_raw(ahead, 64 * std::mem::size_of::<W>());
                 for h in 0..2 {
                     let wv = W::load32(p.add(c + 32 * h));
                     for (j, wv) in wv.into_iter().enumerate() {
