@@ -72,12 +72,7 @@ fn prefetch_row<T>(s: &[T], t: usize, len: usize) {
 /// less time per step at one thread, 2.5–3.5 % at two.
 #[inline(always)]
 fn prefetch_kv<T>(s: &[T], once: bool) {
-    let (p, bytes) = (s.as_ptr().cast(), std::mem::size_of_val(s));
-    if once {
-        prefetch_once_raw(p, bytes);
-    } else {
-        prefetch_l2_raw(p, bytes);
-    }
+    Ahead::of(s).lines(0, usize::MAX, once);
 }
 
 /// The keys of the head a thread attends next, as an address range to prefetch while this
@@ -103,9 +98,21 @@ impl Ahead {
     /// Prefetches bytes `from .. from + len` into L2, those that are in the range.
     #[inline(always)]
     fn prefetch(self, from: usize, len: usize) {
-        let to = (from + len).min(self.bytes);
+        self.lines(from, len, false);
+    }
+
+    /// Prefetches bytes `from .. from + len`, those that are in the range, as [`prefetch_kv`]
+    /// does.
+    #[inline(always)]
+    fn lines(self, from: usize, len: usize, once: bool) {
+        let to = from.saturating_add(len).min(self.bytes);
         if from < to {
-            prefetch_l2_raw((self.addr + from) as *const i8, to - from);
+            let p = (self.addr + from) as *const i8;
+            if once {
+                prefetch_once_raw(p, to - from);
+            } else {
+                prefetch_l2_raw(p, to - from);
+            }
         }
     }
 

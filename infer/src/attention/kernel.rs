@@ -10,10 +10,11 @@
 //! * **Values**: each value row is widened once per pass and feeds every query of the pass; the
 //!   outputs stay in registers for the whole pass (`Q` queries × `G` vectors). A row takes as
 //!   many passes as the registers require ([`Lanes::parts`]).
-//! * Each head's keys and values are prefetched into L2 `KV_AHEAD` bytes ahead (and the next
-//!   head's first `KV_AHEAD` bytes of keys by the caller): they are short streams that the weight
-//!   stream of the previous layer has evicted to DRAM. Into L2 rather than L1 (which has too
-//!   few miss buffers for a stream of DRAM reads), and with the next head's start: on the 700M
+//! * Each head's keys and values are prefetched `KV_AHEAD` bytes ahead (and the next head's
+//!   first `KV_AHEAD` bytes of keys by the caller): they are short streams that the weight
+//!   stream of the previous layer has evicted to DRAM. Into L2 (a decode step's now
+//!   non-temporally, see [`prefetch_kv`]) rather than L1 (which has too few miss buffers for a
+//!   stream of DRAM reads), and with the next head's start: on the 700M
 //!   shape at one thread (AVX-512), attention fell from 0.17 to 0.11 of the time a plain stream
 //!   of the step's weight bytes takes (8 prompt tokens, 200 generated).
 //! * A phase ahead as well: a key block's value rows are requested while its scores are
@@ -23,6 +24,13 @@
 //! * Both together, on the 700M shape at one thread (AVX-512) with 64 prompt tokens and 200
 //!   generated: attention went from 0.18–0.21 to 0.14–0.15 of a plain stream of the step's
 //!   weight bytes, and `tern bench -p 128 -n 64`'s decode roofline from 0.71 to 0.73–0.75.
+//! * A lone query spreads its block's prefetches (the keys ahead, the block's value rows) over
+//!   its loop, each four dimensions requesting the bytes they read, instead of requesting the
+//!   whole block first (a burst of about a hundred prefetches, which likely waits on the
+//!   core's miss buffers). Measured in one process, each decode step's variant chosen at random (`tern bench
+//!   --model <700M, 2 bits> -p 128 -n 256`): 1.7–3.9 % less time per step at one thread, and
+//!   1.6–2.2 % at two (an earlier cut of the same change). Several queries keep the burst: on
+//!   2B4T, spread over their loop, they measured no faster.
 
 use super::{Ahead, Block, KEY_BLOCK, KV_AHEAD, KvElem, MAX_QUERIES, prefetch_kv};
 
@@ -116,13 +124,21 @@ unsafe fn run<V: Lanes, T: KvElem, const C: usize>(b: Block<'_, T>, out: &mut [f
         prefetch_kv(&k[..(blocks * kb).min(ahead)], once);
         for b in 0..blocks {
             let kp = k.as_ptr().add(b * kb);
+            // The keys `KV_AHEAD` bytes on, and this block's value rows (a whole phase before
+            // they are read): as many elements as the block, prefetched a step at a time
+            // alongside its reads.
             let at = b * kb + ahead;
-            if at < k.len() {
-                prefetch_kv(&k[at..(at + kb).min(k.len())], once);
-            }
-            // This block's value rows, a whole phase before they are read.
+            let k_ahead = if at < k.len() {
+                Ahead::of(&k[at..(at + kb).min(k.len())])
+            } else {
+                Ahead::NONE
+            };
             let (r0, r1) = (b * KEY_BLOCK, ((b + 1) * KEY_BLOCK).min(longest));
-            prefetch_kv(&v[r0 * hd..r1 * hd], once);
+            let v_ahead = Ahead::of(&v[r0 * hd..r1 * hd]);
+            let spread = |from: usize, len: usize| {
+                k_ahead.lines(from, len, once);
+                v_ahead.lines(from, len, once);
+            };
             let t0 = b * KEY_BLOCK;
             // The keys' row scales of this block (an int8 cache), multiplied after `scale`.
             let row_scales = (!k_scale.is_empty())
@@ -136,9 +152,14 @@ unsafe fn run<V: Lanes, T: KvElem, const C: usize>(b: Block<'_, T>, out: &mut [f
                 };
                 V::store_first(dst, s, live);
             };
-            if m == 1 {
+            if m > 1 {
+                // Several queries: the block's prefetches at once (spread over the queries'
+                // loop, they measured no faster on 2B4T).
+                spread(0, kb * size);
+            } else {
                 let mut a = [V::zero(); 4];
                 for d in (0..hd).step_by(4) {
+                    spread(d * KEY_BLOCK * size, 4 * KEY_BLOCK * size);
                     for (u, a) in a.iter_mut().enumerate() {
                         let kd = V::load(kp.add((d + u) * KEY_BLOCK));
                         *a = V::fmadd(V::splat(q[d + u]), kd, *a);
