@@ -118,6 +118,25 @@ fn ternary_i8_is_exact_for_every_isa_codec_and_shape() {
 }
 
 #[test]
+fn ternary_i8_one_token_is_exact_over_batches_of_rows() {
+    // One token's kernel sums the lanes of 16 rows at a time (AVX-512): one, two and three whole
+    // batches, each with and without a remainder of rows summed one by one.
+    let mut rng = Rng(3);
+    for isa in Isa::available() {
+        for codec in Codec::ALL {
+            for k in [161, 1536] {
+                for rows in [15, 16, 17, 32, 37, 48] {
+                    let trits = rng.trits(rows * k);
+                    for (what, xs) in activations(&mut rng, 1, k) {
+                        check_ternary_i8(isa, codec, &trits, k, &xs, 1, what);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn ternary_i8_extreme_weights() {
     // Rows of all +1 and all -1 against ±128 activations: the largest sums in magnitude.
     for isa in Isa::available() {
