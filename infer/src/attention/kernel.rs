@@ -28,7 +28,7 @@
 //!   its loop, each four dimensions requesting the bytes they read, instead of requesting the
 //!   whole block first (a burst of about a hundred prefetches, which likely waits on the
 //!   core's miss buffers). Measured in one process, each decode step's variant chosen at random (`tern bench
-//!   --model <700M, 2 bits> -p 128 -n 256`): 1.7–3.9 % less time per step at one thread, and
+//!   --model <700M, 2 bits> -p 128 -n 256`): 1.0–3.9 % less time per step at one thread, and
 //!   1.6–2.2 % at two (an earlier cut of the same change). Several queries keep the burst: on
 //!   2B4T, spread over their loop, they measured no faster.
 
