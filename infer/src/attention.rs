@@ -75,6 +75,16 @@ fn prefetch_kv<T>(s: &[T], once: bool) {
     Ahead::of(s).lines(0, usize::MAX, once);
 }
 
+/// Prefetches the lines of `bytes` bytes from `p`: non-temporally (`once`) or into L2.
+#[inline(always)]
+fn prefetch_range(p: *const i8, bytes: usize, once: bool) {
+    if once {
+        prefetch_once_raw(p, bytes);
+    } else {
+        prefetch_l2_raw(p, bytes);
+    }
+}
+
 /// The keys of the head a thread attends next, as an address range to prefetch while this
 /// head is attended: only prefetched, never read, so they may be written meanwhile (the task
 /// of that head appends to them).
@@ -95,10 +105,12 @@ impl Ahead {
         }
     }
 
-    /// Prefetches bytes `from .. from + len` into L2, those that are in the range.
+    /// Prefetches the line at byte `at`, if it is in the range, as [`prefetch_kv`] does.
     #[inline(always)]
-    fn prefetch(self, from: usize, len: usize) {
-        self.lines(from, len, false);
+    fn line(self, at: usize, once: bool) {
+        if at < self.bytes {
+            prefetch_range((self.addr + at) as *const i8, 1, once);
+        }
     }
 
     /// Prefetches bytes `from .. from + len`, those that are in the range, as [`prefetch_kv`]
@@ -107,19 +119,14 @@ impl Ahead {
     fn lines(self, from: usize, len: usize, once: bool) {
         let to = from.saturating_add(len).min(self.bytes);
         if from < to {
-            let p = (self.addr + from) as *const i8;
-            if once {
-                prefetch_once_raw(p, to - from);
-            } else {
-                prefetch_l2_raw(p, to - from);
-            }
+            prefetch_range((self.addr + from) as *const i8, to - from, once);
         }
     }
 
     /// Prefetches the first `KV_AHEAD` bytes into L2.
     #[inline(always)]
     fn prefetch_start(self) {
-        self.prefetch(0, KV_AHEAD);
+        self.lines(0, KV_AHEAD, false);
     }
 }
 
