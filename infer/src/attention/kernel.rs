@@ -27,9 +27,9 @@
 //! * A lone query spreads its block's prefetches (the keys ahead, the block's value rows) over
 //!   its loop, each four dimensions requesting the bytes they read, instead of requesting the
 //!   whole block first (a burst of about a hundred prefetches, which likely waits on the
-//!   core's miss buffers). Measured in one process, each decode step's variant chosen at random (`tern bench
-//!   --model <700M, 2 bits> -p 128 -n 256`): 1.0–3.9 % less time per step at one thread, and
-//!   1.6–2.2 % at two (an earlier cut of the same change). Several queries keep the burst: on
+//!   core's miss buffers). Measured in one process, each decode step's variant chosen at
+//!   random (`tern bench --model <700M, 2 bits> -p 128 -n 256`): 1.0–3.9 % less time per step
+//!   at one thread, and 1.6–2.2 % at two (an earlier cut of the same change). Several queries keep the burst: on
 //!   2B4T, spread over their loop, they measured no faster. Each step's few lines, and the
 //!   values pass's per-row prefetches, are requested a line at a time (a compare and a
 //!   prefetch each; `Ahead::line`) rather than through the clipped range loop, whose scalar

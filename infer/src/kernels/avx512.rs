@@ -384,7 +384,7 @@ pub(super) unsafe fn ternary_i8<D: Dot, P: Planes<T>, const T: usize>(
     }
 }
 
-/// Rows whose totals one transpose-add ([`sum16`]) sums across lanes together.
+/// Rows whose totals one tree of shuffles ([`prefill::sum16`]) sums across lanes together.
 const BATCH: usize = 16;
 
 /// One token, a row at a time: a scaled accumulator per plane, and the lanes of every
@@ -419,7 +419,7 @@ unsafe fn matvec<D: Dot, P: Planes<T>, const T: usize>(
             if r % BATCH == BATCH - 1 {
                 // Rows `r + 1 - BATCH ..= r`, all below `whole <= out.len()`.
                 let o = out.as_mut_ptr().add(r + 1 - BATCH);
-                _mm512_storeu_si512(o.cast(), _mm512_sub_epi32(sum16(t), sums));
+                _mm512_storeu_si512(o.cast(), _mm512_sub_epi32(prefill::sum16(t), sums));
             }
         }
     }
@@ -453,47 +453,6 @@ unsafe fn row_total<D: Dot, P: Planes<T>, const T: usize>(
             tot = _mm512_add_epi32(tot, s);
         }
         tot
-    }
-}
-
-/// Lane `i` of the result is the sum of the sixteen lanes of `t[i]`: halving the width four
-/// times (256-, 128-, 64- and 32-bit halves), each step adding two registers' halves into one
-/// register, then one permutation back into row order: about 46 instructions for 16 rows,
-/// against about nine per row for a horizontal sum each.
-#[inline(always)]
-unsafe fn sum16(t: [__m512i; BATCH]) -> __m512i {
-    unsafe {
-        // 256-bit halves: u[j] holds row 2j's eight partial sums, then row 2j + 1's.
-        let u: [__m512i; 8] = std::array::from_fn(|j| {
-            let (a, b) = (t[2 * j], t[2 * j + 1]);
-            _mm512_add_epi32(
-                _mm512_shuffle_i64x2::<0x44>(a, b),
-                _mm512_shuffle_i64x2::<0xEE>(a, b),
-            )
-        });
-        // 128-bit lanes: w[j]'s lane i holds four partial sums of row 4j + i.
-        let w: [__m512i; 4] = std::array::from_fn(|j| {
-            let (a, b) = (u[2 * j], u[2 * j + 1]);
-            _mm512_add_epi32(
-                _mm512_shuffle_i64x2::<0x88>(a, b),
-                _mm512_shuffle_i64x2::<0xDD>(a, b),
-            )
-        });
-        // 64-bit halves: x[j]'s lane i holds two partial sums of row 8j + i, then two of row
-        // 8j + 4 + i.
-        let x: [__m512i; 2] = std::array::from_fn(|j| {
-            let (a, b) = (w[2 * j], w[2 * j + 1]);
-            _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b))
-        });
-        // 32-bit elements: element j of lane i is row i + 4j's sum.
-        let (a, b) = (_mm512_castsi512_ps(x[0]), _mm512_castsi512_ps(x[1]));
-        let y = _mm512_add_epi32(
-            _mm512_castps_si512(_mm512_shuffle_ps::<0x88>(a, b)),
-            _mm512_castps_si512(_mm512_shuffle_ps::<0xDD>(a, b)),
-        );
-        // Row k sits at element 4 · (k mod 4) + k / 4.
-        let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-        _mm512_permutexvar_epi32(order, y)
     }
 }
 

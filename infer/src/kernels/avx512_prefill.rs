@@ -177,9 +177,10 @@ unsafe fn tokens<D: Dot, P: Planes<T>, const T: usize, const NB: usize, S: Sink>
 }
 
 /// Lane `j` of the result is the sum of the sixteen lanes of `v[j]`: a tree of 15 adds and 30
-/// shuffles, where sixteen separate reductions take about 130 instructions.
+/// shuffles, where sixteen separate reductions take about 130 instructions. Also the one-token
+/// kernel's, over sixteen rows (`avx512::matvec`).
 #[inline(always)]
-unsafe fn sum16(v: [__m512i; 16]) -> __m512i {
+pub(super) unsafe fn sum16(v: [__m512i; 16]) -> __m512i {
     unsafe {
         // Per 128-bit lane of the pair (a, b): [a0 + a2, b0 + b2, a1 + a3, b1 + b3].
         let l1: [__m512i; 8] = std::array::from_fn(|i| {
