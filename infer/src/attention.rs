@@ -72,7 +72,7 @@ fn prefetch_row<T>(s: &[T], t: usize, len: usize) {
 /// less time per step at one thread, 2.5–3.5 % at two.
 #[inline(always)]
 fn prefetch_kv<T>(s: &[T], once: bool) {
-    Ahead::of(s).lines(0, usize::MAX, once);
+    prefetch_range(s.as_ptr().cast(), std::mem::size_of_val(s), once);
 }
 
 /// Prefetches the lines of `bytes` bytes from `p`: non-temporally (`once`) or into L2.

@@ -29,12 +29,12 @@
 //!   whole block first (a burst of about a hundred prefetches, which likely waits on the
 //!   core's miss buffers). Measured in one process, each decode step's variant chosen at
 //!   random (`tern bench --model <700M, 2 bits> -p 128 -n 256`): 1.0–3.9 % less time per step
-//!   at one thread, and 1.6–2.2 % at two (an earlier cut of the same change). Several queries keep the burst: on
-//!   2B4T, spread over their loop, they measured no faster. Each step's few lines, and the
-//!   values pass's per-row prefetches, are requested a line at a time (a compare and a
-//!   prefetch each; `Ahead::line`) rather than through the clipped range loop, whose scalar
-//!   work stood out in `perf annotate`: another −1.7 to +0.1 % (six runs) and −0.1 to −0.9 %
-//!   (four runs) per step at one thread.
+//!   at one thread, and 1.6–2.2 % at two (an earlier cut of the same change). Several queries
+//!   keep the burst: on 2B4T, spread over their loop, they measured no faster. Each step's few
+//!   lines, and the values pass's per-row prefetches, are requested a line at a time (a compare
+//!   and a prefetch each; `Ahead::line`) rather than through the clipped range loop, whose
+//!   scalar work stood out in `perf annotate`: another −1.7 to +0.1 % (six runs) and −0.1 to
+//!   −0.9 % (four runs) per step at one thread.
 
 use super::{Ahead, Block, KEY_BLOCK, KV_AHEAD, KvElem, MAX_QUERIES, prefetch_kv};
 

@@ -394,7 +394,8 @@ const BATCH: usize = 16;
 /// step's variant at random (`tern bench -p 128 -n 256`): at 1.6 bits, where the decode is
 /// bound by the decoder's instructions, 3.6–3.8 % less time per step on 700M at one thread,
 /// 1.3–2.7 % at two, 2.7 % on 2B4T; at 2 bits, −2.3 to +0.8 %. From L3 (`cargo bench --bench
-/// kernels`, a 4096 × 1536 matrix), the 1.6-bit decode read 29.5–30.7 GiB/s against 27.0–28.1.
+/// kernels` with its shape set to 4096 × 1536), the 1.6-bit decode read 29.5–30.7 GiB/s
+/// against 27.0–28.1.
 #[inline(always)]
 unsafe fn matvec<D: Dot, P: Planes<T>, const T: usize>(
     pl: &P,
