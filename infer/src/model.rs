@@ -2,7 +2,7 @@
 //! full-precision Llama/Qwen2). The weight format is behind [`Linear`]; the block layout is
 //! chosen by the spec (SubLN norms, relu² or SiLU gate, biases).
 
-use tern_pack::spec::{Activation, ModelSpec};
+use tern_pack::spec::ModelSpec;
 
 use crate::attention::{Dims, KEY_BLOCK, KvCache};
 use crate::error::{Error, Result};
@@ -11,6 +11,9 @@ use crate::linear::{DenseLinear, Input, Linear, forward_token};
 use crate::team;
 
 mod decode;
+mod ops;
+
+use ops::{add_to, gate, rms_norm, rms_norm_in_place, rope};
 
 /// A linear layer and its optional bias.
 pub struct Proj<'a> {
@@ -149,51 +152,12 @@ pub enum Logits {
     All,
 }
 
-/// `out = x / rms(x) · gain` per token (`[n, d]`), in f32 like transformers' RMSNorm.
-pub fn rms_norm(x: &[f32], gain: &[f32], eps: f32, out: &mut [f32]) {
-    let d = gain.len();
-    for (xi, oi) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
-        let inv = rms_inverse(xi, eps);
-        for ((o, v), g) in oi.iter_mut().zip(xi).zip(gain) {
-            *o = g * (v * inv);
-        }
-    }
-}
-
 /// [`rms_norm`] of a batch, its tokens spread over the team ([`team::for_tokens`]).
-fn norm_batch(x: &[f32], gain: &[f32], eps: f32, out: &mut [f32]) {
+fn norm_batch(isa: Isa, x: &[f32], gain: &[f32], eps: f32, out: &mut [f32]) {
     let d = gain.len();
     team::for_token_rows(out, d, |first, o| {
-        rms_norm(&x[first * d..first * d + o.len()], gain, eps, o)
+        rms_norm(isa, &x[first * d..first * d + o.len()], gain, eps, o)
     });
-}
-
-/// [`rms_norm`] of `x` into itself.
-fn rms_norm_in_place(x: &mut [f32], gain: &[f32], eps: f32) {
-    let d = gain.len();
-    for xi in x.chunks_exact_mut(d) {
-        let inv = rms_inverse(xi, eps);
-        for (v, g) in xi.iter_mut().zip(gain) {
-            *v = g * (*v * inv);
-        }
-    }
-}
-
-/// `1 / sqrt(mean(x²) + eps)`. The squares are summed in sixteen independent lanes, so the
-/// sum vectorizes (a single running sum is a chain of dependent adds: one per element, about
-/// 1.5 % of a 700M decode step).
-fn rms_inverse(x: &[f32], eps: f32) -> f32 {
-    const LANES: usize = 16;
-    let mut acc = [0f32; LANES];
-    let chunks = x.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for (a, v) in acc.iter_mut().zip(c) {
-            *a += v * v;
-        }
-    }
-    let sum = acc.iter().sum::<f32>() + tail.iter().map(|v| v * v).sum::<f32>();
-    1.0 / (sum / x.len() as f32 + eps).sqrt()
 }
 
 impl<'a> Model<'a> {
@@ -294,7 +258,7 @@ impl<'a> Model<'a> {
         let m = rows.len() / h;
         let eps = spec.rms_norm_eps as f32;
         let mut normed = vec![0f32; m * h];
-        rms_norm(&rows, &self.norm, eps, &mut normed);
+        rms_norm(self.isa, &rows, &self.norm, eps, &mut normed);
         let head = self.head();
         let input = Input::new(self.isa, &normed, m, h, head.wants_i8());
         let mut logits = vec![0f32; m * spec.vocab_size];
@@ -363,7 +327,7 @@ impl<'a> Model<'a> {
             cache.prefetch_append(l, n, hd);
         }
         buf.xn.resize(n * h, 0.0);
-        norm_batch(x, &layer.input_norm, eps, &mut buf.xn);
+        norm_batch(isa, x, &layer.input_norm, eps, &mut buf.xn);
         let i8 = layer.q.w.wants_i8() || layer.k.w.wants_i8();
         let input = Input::new(isa, &buf.xn, n, h, i8);
         let qkv = [&layer.q, &layer.k, &layer.v];
@@ -375,8 +339,8 @@ impl<'a> Model<'a> {
             let tokens = q.chunks_exact_mut(q_dim).zip(k.chunks_exact_mut(kv_dim));
             for (i, (q, k)) in tokens.enumerate() {
                 let (cos, sin) = step.rope(first + i);
-                rope(q, hd, cos, sin);
-                rope(k, hd, cos, sin);
+                rope(isa, q, hd, cos, sin);
+                rope(isa, k, hd, cos, sin);
             }
         });
         let dims = Dims {
@@ -390,7 +354,9 @@ impl<'a> Model<'a> {
         Proj::prime(&[&layer.o]);
         cache.append_and_attend(isa, l, kv, &buf.q, &mut buf.attn, dims);
         if let Some(g) = &layer.attn_sub_norm {
-            team::for_token_rows(&mut buf.attn, q_dim, |_, a| rms_norm_in_place(a, g, eps));
+            team::for_token_rows(&mut buf.attn, q_dim, |_, a| {
+                rms_norm_in_place(isa, a, g, eps)
+            });
         }
         let i8 = layer.o.w.wants_i8();
         let input = Input::new(isa, &buf.attn, n, q_dim, i8);
@@ -399,10 +365,8 @@ impl<'a> Model<'a> {
         // The residual, and the feed-forward's norm of it.
         let (out, gain) = (&buf.out, &layer.post_norm);
         team::for_token_rows2((x, h), (&mut buf.xn, h), |first, x, xn| {
-            for (a, b) in x.iter_mut().zip(&out[first * h..]) {
-                *a += b;
-            }
-            rms_norm(x, gain, eps, xn);
+            add_to(isa, x, &out[first * h..]);
+            rms_norm(isa, x, gain, eps, xn);
         });
 
         // Feed-forward.
@@ -414,9 +378,9 @@ impl<'a> Model<'a> {
         let inter = spec.intermediate_size;
         let (up, act, sub_norm) = (&buf.up, spec.activation, &layer.ffn_sub_norm);
         team::for_token_rows(&mut buf.gate, inter, |first, g| {
-            gate(act, g, &up[first * inter..]);
+            gate(isa, act, g, &up[first * inter..]);
             if let Some(gain) = sub_norm {
-                rms_norm_in_place(g, gain, eps);
+                rms_norm_in_place(isa, g, gain, eps);
             }
         });
         let g = &buf.gate;
@@ -428,11 +392,7 @@ impl<'a> Model<'a> {
         }
         layer.down.forward_into(&input, &mut buf.out);
         let out = &buf.out;
-        team::for_token_rows(x, h, |first, x| {
-            for (a, b) in x.iter_mut().zip(&out[first * h..]) {
-                *a += b;
-            }
-        });
+        team::for_token_rows(x, h, |first, x| add_to(isa, x, &out[first * h..]));
     }
 
     /// RoPE `(cos, sin)` of positions `start .. start + n`, each `[n, head_dim / 2]`: computed
@@ -468,31 +428,5 @@ impl Step {
             &self.rope.0[i * w..(i + 1) * w],
             &self.rope.1[i * w..(i + 1) * w],
         )
-    }
-}
-
-/// The gated activation `g = act(g) · u`, element by element (`u` at least as long).
-fn gate(act: Activation, g: &mut [f32], u: &[f32]) {
-    match act {
-        Activation::Silu => g.iter_mut().zip(u).for_each(|(a, b)| {
-            *a = *a / (1.0 + (-*a).exp()) * b;
-        }),
-        Activation::Relu2 => g.iter_mut().zip(u).for_each(|(a, b)| {
-            // `max(a, 0)`, NaN included, as a select that vectorizes (`f32::max` does not).
-            let r = if *a > 0.0 { *a } else { 0.0 };
-            *a = r * r * b;
-        }),
-    }
-}
-
-/// Rotates every head of `v` (`[heads · head_dim]`) by `(cos, sin)` (rotate-half layout).
-fn rope(v: &mut [f32], hd: usize, cos: &[f32], sin: &[f32]) {
-    let half = hd / 2;
-    for head in v.chunks_exact_mut(hd) {
-        for i in 0..half {
-            let (a, b) = (head[i], head[i + half]);
-            head[i] = a * cos[i] - b * sin[i];
-            head[i + half] = b * cos[i] + a * sin[i];
-        }
     }
 }

@@ -14,7 +14,7 @@
 //!   0.996, 1.012, whose longer regions leave less to save. The order of the two within a
 //!   pair moved the ratio by about 2 %, and the runs alternated it.
 
-use super::{Model, Proj, gate, rms_norm, rms_norm_in_place, rope};
+use super::{Model, Proj, add_to, gate, rms_norm, rms_norm_in_place, rope};
 use crate::attention::KvCache;
 use crate::linear::{Input, RowKernel, token_loop};
 use crate::team::{self, OutPtr};
@@ -135,7 +135,7 @@ impl Model<'_> {
                     unsafe { steps.prefetch_append(l) };
                 }
                 // q, k, v.
-                rms_norm(&x, &layer.input_norm, eps, &mut xn);
+                rms_norm(isa, &x, &layer.input_norm, eps, &mut xn);
                 let qkv = ([&layer.q, &layer.k, &layer.v], [at.q, at.k, at.v]);
                 // SAFETY (each `project`): the outputs' rows are inside `shared`, as for `read`.
                 unsafe { project(lock, isa, (&qkv.0, &qkv.1), &xn, buf, &[]) };
@@ -145,8 +145,8 @@ impl Model<'_> {
                     |g| {
                         let q = unsafe { buf.slice(at.q + g * group * hd, group * hd) };
                         let k = unsafe { buf.slice(at.k + g * hd, hd) };
-                        rope(q, hd, &cos, &sin);
-                        rope(k, hd, &cos, &sin);
+                        rope(isa, q, hd, &cos, &sin);
+                        rope(isa, k, hd, &cos, &sin);
                         let v = read(at.v + g * hd, hd);
                         let out = unsafe { buf.slice(at.attn + g * group * hd, group * hd) };
                         // SAFETY: task `g` alone reaches head `g` of layer `l`.
@@ -157,27 +157,23 @@ impl Model<'_> {
                 let a = &mut wide[..q_dim];
                 a.copy_from_slice(read(at.attn, q_dim));
                 if let Some(g) = &layer.attn_sub_norm {
-                    rms_norm_in_place(a, g, eps);
+                    rms_norm_in_place(isa, a, g, eps);
                 }
                 unsafe { project(lock, isa, (&[&layer.o], &[at.out]), a, buf, prime_ffn) };
                 // The residual, and the feed-forward's norm of it.
-                for (a, b) in x.iter_mut().zip(read(at.out, h)) {
-                    *a += b;
-                }
-                rms_norm(&x, &layer.post_norm, eps, &mut xn);
+                add_to(isa, &mut x, read(at.out, h));
+                rms_norm(isa, &x, &layer.post_norm, eps, &mut xn);
                 // Feed-forward.
                 let gu = ([&layer.gate, &layer.up], [at.gate, at.up]);
                 unsafe { project(lock, isa, (&gu.0, &gu.1), &xn, buf, prime_down) };
                 let g = &mut wide[..inter];
                 g.copy_from_slice(read(at.gate, inter));
-                gate(spec.activation, g, read(at.up, inter));
+                gate(isa, spec.activation, g, read(at.up, inter));
                 if let Some(gain) = &layer.ffn_sub_norm {
-                    rms_norm_in_place(g, gain, eps);
+                    rms_norm_in_place(isa, g, gain, eps);
                 }
                 unsafe { project(lock, isa, (&[&layer.down], &[at.out]), g, buf, prime_after) };
-                for (a, b) in x.iter_mut().zip(read(at.out, h)) {
-                    *a += b;
-                }
+                add_to(isa, &mut x, read(at.out, h));
             }
             if lock.me() == 0 {
                 // SAFETY: `hidden` is `h` long, outlives the job, and only thread 0 writes it.
