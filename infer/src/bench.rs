@@ -6,7 +6,6 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use tern_pack::init::SplitMix64;
-use tern_pack::spec::ModelSpec;
 
 use crate::attention::{KvCache, KvDtype};
 use crate::error::{Error, Result};
@@ -241,14 +240,11 @@ fn bench_prompt(opts: &BenchOptions, context: usize, vocab: usize) -> Result<Vec
         .collect())
 }
 
-/// The mean bytes of the KV cache (of `dtype`) that the decode steps of a run read: step `i`
-/// (`1..n`) attends to the `p` prompt tokens and `i` more.
-fn kv_bytes_per_step(spec: &ModelSpec, p: usize, n: usize, dtype: KvDtype) -> u64 {
+/// The mean bytes of the KV cache that the decode steps of a run read, `read(tokens)` for a
+/// step attending to `tokens`: step `i` (`1..n`) attends to the `p` prompt tokens and `i` more.
+fn kv_bytes_per_step(p: usize, n: usize, read: impl Fn(usize) -> usize) -> u64 {
     let steps = n.saturating_sub(1).max(1);
-    (1..=steps)
-        .map(|i| KvCache::bytes_for(spec, p + i, dtype) as u64)
-        .sum::<u64>()
-        / steps as u64
+    (1..=steps).map(|i| read(p + i) as u64).sum::<u64>() / steps as u64
 }
 
 /// What [`timed_greedy`] measured.
@@ -364,7 +360,7 @@ pub fn run(
             .fold(0.0, f64::max)
     });
     let effective = bytes_per_token as f64 * decode_tok_s / 1e9;
-    let kv_read = kv_bytes_per_step(&model.spec, p, n, opts.kv);
+    let kv_read = kv_bytes_per_step(p, n, |t| KvCache::read_bytes_for(&model.spec, t, opts.kv));
     let macs = model.linear_macs_per_token();
     let peak = measure_int8_peak(model.isa);
     let int8_model = model.layers.first().is_some_and(|l| l.q.w.wants_i8());
@@ -428,7 +424,8 @@ pub fn run_gpu(
         .context()
         .measure_copy_bandwidth(opts.bandwidth_bytes as u64)?;
     let effective = bytes_per_token as f64 * decode_tok_s / 1e9;
-    let kv_read = kv_bytes_per_step(spec, p, n, KvDtype::F32);
+    // The GPU's cache is not blocked: each step reads its rows.
+    let kv_read = kv_bytes_per_step(p, n, |t| KvCache::bytes_for(spec, t, KvDtype::F32));
     Ok(BenchReport {
         model: name.to_string(),
         format: format.to_string(),

@@ -62,6 +62,14 @@ impl KvDtype {
             KvDtype::Q8 => head_dim + 4,
         }
     }
+
+    /// Bytes of a row's scale (none for the float types).
+    fn scale_bytes(self) -> usize {
+        match self {
+            KvDtype::Q8 => 4,
+            KvDtype::F16 | KvDtype::F32 => 0,
+        }
+    }
 }
 
 /// Per layer, per KV head: that head's rows, reserved for the capacity.
@@ -322,6 +330,16 @@ impl KvCache {
     /// Bytes of keys and values (scales included) for `tokens` tokens of `spec`.
     pub fn bytes_for(spec: &ModelSpec, tokens: usize, dtype: KvDtype) -> usize {
         2 * spec.num_layers * tokens * spec.num_kv_heads * dtype.row_bytes(spec.head_dim)
+    }
+
+    /// Bytes one decode step reads attending to `tokens` cached tokens: [`Self::bytes_for`],
+    /// plus the unused tail of each head's last key block, which the attention reads whole
+    /// (keys are stored in [`KEY_BLOCK`]-token blocks).
+    pub fn read_bytes_for(spec: &ModelSpec, tokens: usize, dtype: KvDtype) -> usize {
+        let padding = tokens.next_multiple_of(KEY_BLOCK) - tokens;
+        let elem = dtype.row_bytes(spec.head_dim) - dtype.scale_bytes();
+        KvCache::bytes_for(spec, tokens, dtype)
+            + spec.num_layers * spec.num_kv_heads * padding * elem
     }
 
     /// Bytes held now.

@@ -436,3 +436,36 @@ fn appends_in_the_attention_tasks_equal_the_serial_appends() {
     appends_in_the_tasks_equal_the_serial_appends::<f16>();
     appends_in_the_tasks_equal_the_serial_appends::<i8>();
 }
+
+/// A step's KV read counts each head's last key block whole (the attention reads it so), and
+/// nothing more once the cached tokens fill their blocks.
+#[test]
+fn kv_read_bytes_count_the_last_key_block_whole() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/llama-f32");
+    let cfg = tern_pack::spec::HfConfig::load(&dir.join("config.json")).unwrap();
+    let spec = tern_pack::spec::ModelSpec::from_config(&cfg).unwrap();
+    let heads = spec.num_layers * spec.num_kv_heads;
+    for (dtype, elem) in [(KvDtype::F32, 4), (KvDtype::F16, 2), (KvDtype::Q8, 1)] {
+        for blocks in 1..4 {
+            let full = blocks * KEY_BLOCK;
+            let read = KvCache::read_bytes_for(&spec, full, dtype);
+            assert_eq!(
+                read,
+                KvCache::bytes_for(&spec, full, dtype),
+                "{}",
+                dtype.name()
+            );
+            for short in 1..KEY_BLOCK {
+                let t = full - short;
+                let padding = heads * short * spec.head_dim * elem;
+                let want = KvCache::bytes_for(&spec, t, dtype) + padding;
+                assert_eq!(
+                    KvCache::read_bytes_for(&spec, t, dtype),
+                    want,
+                    "{}",
+                    dtype.name()
+                );
+            }
+        }
+    }
+}
