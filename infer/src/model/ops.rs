@@ -9,8 +9,9 @@
 //!
 //! Measured on Zen 4 in one process choosing each decode step's variant at random (`tern bench
 //! --model <700M, 2 bits> -p 128 -n 256`): against the SSE2 build, 0.3–1.0 % less time per step
-//! at one thread (four runs), −0.8 to +0.1 % at two (four runs, placed near); a scratch timer put
-//! the gate and sub-norm before the down projection at 1.8 µs against 2.6.
+//! at one thread (four runs); at two, −0.1 to +0.8 % (three runs, placed near), within that
+//! placement's noise. A scratch timer put the gate and sub-norm before the down projection at
+//! 1.8 µs against 2.6.
 
 use tern_pack::spec::Activation;
 
