@@ -236,9 +236,13 @@ fn bench_json_has_the_documented_fields() {
     assert_eq!(j["format"], "ternary-1.6bit");
     // 14 ternary matrices at 1.6 bits plus the tied f16... bf16 head of 320 x 64.
     assert!(j["weight_bytes_per_token"].as_u64().unwrap() > 320 * 64 * 2);
-    // The 7 decode steps attend to 17..=23 tokens (20 on average); the cache ends with 23.
+    // The 7 decode steps attend to 17..=23 tokens (20 on average), reading 20 value rows and
+    // the two 16-token key blocks whole (32 keys) per head; the cache ends with 23 of each.
     let kv_read = j["kv_bytes_per_token"].as_u64().unwrap();
-    assert_eq!(kv_read * 23, j["kv_cache_bytes"].as_u64().unwrap() * 20);
+    assert_eq!(
+        kv_read * 46,
+        j["kv_cache_bytes"].as_u64().unwrap() * (32 + 20)
+    );
     let (all, weights) = (
         j["read_roofline_fraction"].as_f64(),
         j["roofline_fraction"].as_f64(),
