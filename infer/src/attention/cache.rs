@@ -56,11 +56,12 @@ impl KvDtype {
     /// Bytes of one cached row of `head_dim` values (a key or a value of one head), its scale
     /// included.
     pub fn row_bytes(self, head_dim: usize) -> usize {
-        match self {
-            KvDtype::F16 => 2 * head_dim,
-            KvDtype::F32 => 4 * head_dim,
-            KvDtype::Q8 => head_dim + 4,
-        }
+        let element = match self {
+            KvDtype::F16 => 2,
+            KvDtype::F32 => 4,
+            KvDtype::Q8 => 1,
+        };
+        element * head_dim + self.scale_bytes()
     }
 
     /// Bytes of a row's scale (none for the float types).
