@@ -6,7 +6,7 @@
 //!   with `int8_peak_macs_per_s`, printed once at the start.
 //!
 //! Shapes are those of a 2B-parameter BitNet: a 6912 × 2560 FFN projection and an 8192 × 2560
-//! int8 head. A single matrix of 3.5–4.4 MB stays in a large L3; DRAM-bound figures need several
+//! int8 head; `ternary_i8_decode_resident` takes the 700M shape's 4096 × 1536 gate/up. A single matrix of 3.5–4.4 MB stays in a large L3; DRAM-bound figures need several
 //! matrices in rotation (see the engine's own `tern bench`).
 
 use std::hint::black_box;
@@ -96,6 +96,24 @@ fn ternary(c: &mut Criterion) {
         }
         g.finish();
     }
+    // The 700M shape's gate/up (4096 × 1536, 1.5 MB, from L2/L3): rows short enough that the
+    // AVX-512 decode keeps the token in registers at 2 bits.
+    let (rows, k) = (4096, 1536);
+    let t_short = trits(rows * k);
+    let x: Vec<i8> = bytes(k, 2).into_iter().map(|b| b as i8).collect();
+    let sum = [x.iter().map(|&v| i32::from(v)).sum::<i32>()];
+    let mut g = quick(c, "ternary_i8_decode_resident");
+    for codec in Codec::ALL {
+        let packed = codec.encode_matrix(&t_short, k).unwrap();
+        g.throughput(Throughput::Bytes(packed.len() as u64));
+        let mut out = vec![0i32; rows];
+        for isa in Isa::available() {
+            g.bench_function(BenchmarkId::new(codec.bits_label(), isa), |b| {
+                b.iter(|| ternary_gemm_i8(isa, codec, black_box(&packed), k, &x, &sum, 1, &mut out))
+            });
+        }
+    }
+    g.finish();
     let xf: Vec<f32> = activations(1).0.into_iter().map(f32::from).collect();
     let mut g = quick(c, "ternary_f32_decode");
     for codec in Codec::ALL {

@@ -89,6 +89,9 @@ pub(super) trait Planes<const T: usize> {
     unsafe fn planes(&self, q: __m512i, scaled: bool) -> [__m512i; T];
     /// The left shift of each plane in `planes(q, scaled)`.
     fn shifts(scaled: bool) -> [u32; T];
+    /// The longest row, in blocks, whose token the one-token kernel keeps in registers (`T`
+    /// per block): the registers left once the decoder's own constants are counted.
+    const RESIDENT: usize;
     /// Per plane, a register whose bytes hold that plane's digit in bits `2s..2s+2` (the 2-bit
     /// layout), and `s`.
     unsafe fn two_bit(&self, q: __m512i) -> [(__m512i, u32); T];
@@ -141,6 +144,8 @@ impl Planes<4> for Bits2 {
     fn shifts(scaled: bool) -> [u32; 4] {
         if scaled { [0, 2, 4, 6] } else { [0; 4] }
     }
+    /// 24 registers of activations, 4 accumulators, the block and its masks.
+    const RESIDENT: usize = 6;
     #[inline(always)]
     unsafe fn two_bit(&self, q: __m512i) -> [(__m512i, u32); 4] {
         [(q, 0), (q, 1), (q, 2), (q, 3)]
@@ -270,6 +275,8 @@ impl<const ONE_TABLE: bool> Planes<5> for Bits16Lut<ONE_TABLE> {
             Self::place(two_bit_planes(four, scaled), lone)
         }
     }
+    /// 15 registers of activations beside the decoder's tables and 5 accumulators.
+    const RESIDENT: usize = 3;
     fn shifts(scaled: bool) -> [u32; 5] {
         if scaled {
             Self::place([0, 2, 4, 6], 0)
@@ -320,6 +327,9 @@ impl Planes<5> for Bits16Cmp {
             d
         }
     }
+    /// 15 registers of activations beside the compares' constants and 5 accumulators
+    /// (measured as for the tables: +13 % from cache at two blocks).
+    const RESIDENT: usize = 3;
     fn shifts(_scaled: bool) -> [u32; 5] {
         [0; 5]
     }
@@ -378,7 +388,16 @@ pub(super) unsafe fn ternary_i8<D: Dot, P: Planes<T>, const T: usize>(
             // threads -5.6 to -11.5 %, one thread -1.3, -1.9 %). 1.6-bit, against three rows
             // (which beat two by 4 % from L3): 700M -0.3, -3.3, -0.6, -3.3 % at two threads,
             // -0.8, -0.4 % at one; 2B4T -1.2, -5.5 % at two, -3.6, -2.0 % at one.
-            return matvec::<D, P, T>(pl, lay, packed, xp, sums[0], out);
+            let (xp, sum) = (xp, sums[0]);
+            return match lay.blocks {
+                1 => matvec::<D, P, T, 1>(pl, lay, packed, xp, sum, out),
+                2 => matvec::<D, P, T, 2>(pl, lay, packed, xp, sum, out),
+                3 => matvec::<D, P, T, 3>(pl, lay, packed, xp, sum, out),
+                4 if P::RESIDENT >= 4 => matvec::<D, P, T, 4>(pl, lay, packed, xp, sum, out),
+                5 if P::RESIDENT >= 5 => matvec::<D, P, T, 5>(pl, lay, packed, xp, sum, out),
+                6 if P::RESIDENT >= 6 => matvec::<D, P, T, 6>(pl, lay, packed, xp, sum, out),
+                _ => matvec::<D, P, T, 0>(pl, lay, packed, xp, sum, out),
+            };
         }
         prefill::gemm::<D, P, T, _>(pl, x, packed, &mut prefill::RowMajor { out, n });
     }
@@ -396,8 +415,16 @@ const BATCH: usize = 16;
 /// 1.3–2.7 % at two, 2.7 % on 2B4T; at 2 bits, −2.3 to +0.8 %. From L3 (`cargo bench --bench
 /// kernels` with its shape set to 4096 × 1536), the 1.6-bit decode read 29.5–30.7 GiB/s
 /// against 27.0–28.1.
+///
+/// `NB > 0`: the row has `NB` blocks (at most [`Planes::RESIDENT`]), and the token's `NB · T`
+/// activation registers are loaded once for all rows instead of once per row, which leaves one
+/// load per 64 weight bytes instead of `1 + T`: the loads were what bound the kernel. Measured
+/// on Zen 4 from L2/L3 (`cargo bench --bench kernels -- ternary_i8_decode_resident`, 4096 ×
+/// 1536), the 2-bit decode read 80.7 GiB/s against 46.0; the 1.6-bit decoder, bound by its
+/// shuffles, gained 12 % at two blocks and lost 3 % at four, hence its smaller
+/// [`Planes::RESIDENT`]. `NB == 0`: the token from memory, any length.
 #[inline(always)]
-unsafe fn matvec<D: Dot, P: Planes<T>, const T: usize>(
+unsafe fn matvec<D: Dot, P: Planes<T>, const T: usize, const NB: usize>(
     pl: &P,
     lay: &Blocks,
     packed: &[u8],
@@ -407,11 +434,20 @@ unsafe fn matvec<D: Dot, P: Planes<T>, const T: usize>(
 ) {
     let rb = lay.row_bytes;
     let whole = out.len() / BATCH * BATCH;
+    let be = lay.block_elems();
+    assert!(xp.len() >= lay.token_elems() && (NB == 0 || NB == lay.blocks));
     unsafe {
+        let mut xr = [[_mm512_setzero_si512(); T]; NB];
+        for (b, planes) in xr.iter_mut().enumerate() {
+            for (p, v) in planes.iter_mut().enumerate() {
+                *v = _mm512_loadu_si512(xp.as_ptr().add(b * be + BLOCK * p).cast());
+            }
+        }
         let sums = _mm512_set1_epi32(sum);
         let mut t = [_mm512_setzero_si512(); BATCH];
         for (r, row) in packed.chunks_exact(rb).enumerate() {
-            let total = row_total::<D, P, T>(pl, lay, row, xp);
+            let resident = (NB > 0).then_some((NB, &xr[..]));
+            let total = row_total::<D, P, T>(pl, lay, row, xp, resident);
             if r >= whole {
                 out[r] = _mm512_reduce_add_epi32(total) - sum;
                 continue;
@@ -426,25 +462,31 @@ unsafe fn matvec<D: Dot, P: Planes<T>, const T: usize>(
     }
 }
 
-/// `Σ d·x` of one row against one scattered token, in the lanes of a register.
+/// `Σ d·x` of one row against one scattered token, in the lanes of a register. With
+/// `resident = (NB, xr)`, the row's `NB` blocks meet the token held in registers (plane `p` of
+/// block `b` in `xr[b][p]`); without, each plane is loaded from `xp` where it is used.
 #[inline(always)]
 unsafe fn row_total<D: Dot, P: Planes<T>, const T: usize>(
     pl: &P,
     lay: &Blocks,
     row: &[u8],
     xp: &[i8],
+    resident: Option<(usize, &[[__m512i; T]])>,
 ) -> __m512i {
     let be = lay.block_elems();
     let shifts = P::shifts(true);
-    assert!(xp.len() >= lay.token_elems());
     unsafe {
         let mut acc = [_mm512_setzero_si512(); T];
-        for b in 0..lay.blocks {
+        let blocks = resident.map_or(lay.blocks, |(nb, _)| nb);
+        for b in 0..blocks {
             let x = xp.as_ptr().add(b * be);
             prefetch_ahead(row.as_ptr().wrapping_add(b * BLOCK), true);
             let d = pl.planes(load_block(row, b, lay), true);
             for p in 0..T {
-                let xv = _mm512_loadu_si512(x.add(BLOCK * p).cast());
+                let xv = match resident {
+                    Some((_, xr)) => xr[b][p],
+                    None => _mm512_loadu_si512(x.add(BLOCK * p).cast()),
+                };
                 acc[p] = D::dot(acc[p], d[p], xv);
             }
         }
