@@ -6,8 +6,9 @@
 //!   with `int8_peak_macs_per_s`, printed once at the start.
 //!
 //! Shapes are those of a 2B-parameter BitNet: a 6912 × 2560 FFN projection and an 8192 × 2560
-//! int8 head; `ternary_i8_decode_resident` takes the 700M shape's 4096 × 1536 gate/up. A single matrix of 3.5–4.4 MB stays in a large L3; DRAM-bound figures need several
-//! matrices in rotation (see the engine's own `tern bench`).
+//! int8 head; `ternary_i8_decode_resident` takes the 700M shape's 4096 × 1536 gate/up. A single
+//! matrix of 1.5–4.4 MB stays in a large L3; DRAM-bound figures need several matrices in
+//! rotation (see the engine's own `tern bench`).
 
 use std::hint::black_box;
 use std::time::Duration;

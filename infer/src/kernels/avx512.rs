@@ -388,7 +388,7 @@ pub(super) unsafe fn ternary_i8<D: Dot, P: Planes<T>, const T: usize>(
             // threads -5.6 to -11.5 %, one thread -1.3, -1.9 %). 1.6-bit, against three rows
             // (which beat two by 4 % from L3): 700M -0.3, -3.3, -0.6, -3.3 % at two threads,
             // -0.8, -0.4 % at one; 2B4T -1.2, -5.5 % at two, -3.6, -2.0 % at one.
-            let (xp, sum) = (xp, sums[0]);
+            let sum = sums[0];
             return match lay.blocks {
                 1 => matvec::<D, P, T, 1>(pl, lay, packed, xp, sum, out),
                 2 => matvec::<D, P, T, 2>(pl, lay, packed, xp, sum, out),
@@ -446,7 +446,7 @@ unsafe fn matvec<D: Dot, P: Planes<T>, const T: usize, const NB: usize>(
         let sums = _mm512_set1_epi32(sum);
         let mut t = [_mm512_setzero_si512(); BATCH];
         for (r, row) in packed.chunks_exact(rb).enumerate() {
-            let resident = (NB > 0).then_some((NB, &xr[..]));
+            let resident = (NB > 0).then_some(&xr[..]);
             let total = row_total::<D, P, T>(pl, lay, row, xp, resident);
             if r >= whole {
                 out[r] = _mm512_reduce_add_epi32(total) - sum;
@@ -463,7 +463,7 @@ unsafe fn matvec<D: Dot, P: Planes<T>, const T: usize, const NB: usize>(
 }
 
 /// `Σ d·x` of one row against one scattered token, in the lanes of a register. With
-/// `resident = (NB, xr)`, the row's `NB` blocks meet the token held in registers (plane `p` of
+/// `resident = xr`, the row's `xr.len()` blocks meet the token held in registers (plane `p` of
 /// block `b` in `xr[b][p]`); without, each plane is loaded from `xp` where it is used.
 #[inline(always)]
 unsafe fn row_total<D: Dot, P: Planes<T>, const T: usize>(
@@ -471,20 +471,20 @@ unsafe fn row_total<D: Dot, P: Planes<T>, const T: usize>(
     lay: &Blocks,
     row: &[u8],
     xp: &[i8],
-    resident: Option<(usize, &[[__m512i; T]])>,
+    resident: Option<&[[__m512i; T]]>,
 ) -> __m512i {
     let be = lay.block_elems();
     let shifts = P::shifts(true);
     unsafe {
         let mut acc = [_mm512_setzero_si512(); T];
-        let blocks = resident.map_or(lay.blocks, |(nb, _)| nb);
+        let blocks = resident.map_or(lay.blocks, <[_]>::len);
         for b in 0..blocks {
             let x = xp.as_ptr().add(b * be);
             prefetch_ahead(row.as_ptr().wrapping_add(b * BLOCK), true);
             let d = pl.planes(load_block(row, b, lay), true);
             for p in 0..T {
                 let xv = match resident {
-                    Some((_, xr)) => xr[b][p],
+                    Some(xr) => xr[b][p],
                     None => _mm512_loadu_si512(x.add(BLOCK * p).cast()),
                 };
                 acc[p] = D::dot(acc[p], d[p], xv);
