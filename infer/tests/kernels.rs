@@ -14,9 +14,9 @@ use tern_pack::dot::{DOT_F32_ULPS_PER_TERM, dot_f32_error_budget, dot_i8};
 
 /// Row lengths around group, tail and register boundaries of both codecs, and around the
 /// longest rows whose token the AVX-512 decode holds in registers (2-bit: 1536 in, 1537 out;
-/// 1.6-bit: 768 in, 961 out).
+/// 1.6-bit: 960 in, 961 out).
 const KS: [usize; 22] = [
-    1, 5, 31, 32, 127, 128, 129, 159, 160, 161, 255, 256, 257, 320, 639, 640, 768, 961, 1536, 1537,
+    1, 5, 31, 32, 127, 128, 129, 159, 160, 161, 255, 256, 257, 320, 639, 640, 960, 961, 1536, 1537,
     2560, 4096,
 ];
 /// Activation counts: decode, small prefill blocks and their remainders, two full blocks.
