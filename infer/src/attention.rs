@@ -330,17 +330,33 @@ const EXP_POLY: [f32; 6] = [
 /// below that the result is flushed to zero (a softmax weight under 1e-38).
 #[inline(always)]
 fn exp_le0(x: f32) -> f32 {
-    use std::f32::consts::LOG2_E;
+    exp_clamped(x.max(EXP_FLOOR), x < EXP_FLOOR)
+}
+
+/// [`exp_le0`] with the floor applied by a select instead of `f32::max`, so that a loop of it
+/// vectorizes: equal to it for every `x` but NaN, which stays NaN here.
+#[inline(always)]
+pub(crate) fn exp_le0_select(x: f32) -> f32 {
     let under = x < EXP_FLOOR;
-    let x = x.max(EXP_FLOOR);
-    let n = (x * LOG2_E + EXP_ROUND) - EXP_ROUND;
+    exp_clamped(if under { EXP_FLOOR } else { x }, under)
+}
+
+/// `exp_le0`'s body for `x` in `[EXP_FLOOR, 0]` (`0` when `under`).
+#[inline(always)]
+fn exp_clamped(x: f32, under: bool) -> f32 {
+    use std::f32::consts::LOG2_E;
+    let t = x * LOG2_E + EXP_ROUND;
+    let n = t - EXP_ROUND;
     let r = x - n * EXP_LN2_HI - n * EXP_LN2_LO;
     let mut p = EXP_POLY[0];
     for k in &EXP_POLY[1..] {
         p = p * r + k;
     }
     let e = p * r * r + r + 1.0;
-    let two_n = f32::from_bits(((n as i32 + 127) << 23) as u32);
+    // `t` is a whole number in `EXP_ROUND`'s binade, whose ulp is 1: its bits past those of
+    // `EXP_ROUND` are `n` (in [-126, 0]), with no saturating cast to keep the loop scalar.
+    let n = t.to_bits() as i32 - EXP_ROUND.to_bits() as i32;
+    let two_n = f32::from_bits(((n + 127) << 23) as u32);
     if under { 0.0 } else { e * two_n }
 }
 

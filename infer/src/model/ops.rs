@@ -107,8 +107,13 @@ per_isa! {
     /// The gated activation `g = act(g) · u`, element by element (`u` at least as long).
     pub(super) fn gate(act: Activation, g: &mut [f32], u: &[f32]) {
         match act {
+            // `a · σ(a)`, σ from `z = e^-|a|` (never overflows): `1 / (1 + z)` for `a >= 0`,
+            // `z / (1 + z)` below. A loop that vectorizes, where `f32::exp` was a call per
+            // element (5 % of a TriLM-style 700M decode step at one thread).
             Activation::Silu => g.iter_mut().zip(u).for_each(|(a, b)| {
-                *a = *a / (1.0 + (-*a).exp()) * b;
+                let z = crate::attention::exp_le0_select(-a.abs());
+                let s = if *a >= 0.0 { 1.0 } else { z } / (1.0 + z);
+                *a = *a * s * b;
             }),
             Activation::Relu2 => g.iter_mut().zip(u).for_each(|(a, b)| {
                 // `max(a, 0)`, NaN included, as a select that vectorizes (`f32::max` does not).
@@ -149,6 +154,28 @@ mod tests {
 
     fn bits(v: &[f32]) -> Vec<u32> {
         v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    /// SiLU against the formula transformers computes, `x / (1 + e^-x)` with the library's
+    /// `exp`: within 4 ulp (absolute 1e-35 where `e^x` is flushed to zero below -87), and the
+    /// infinities and NaN as the formula gives them.
+    #[test]
+    fn silu_follows_the_library_formula() {
+        let silu = |x: f32| {
+            let mut g = [x];
+            gate(Isa::Generic, Activation::Silu, &mut g, &[1.0]);
+            g[0]
+        };
+        let mut x = -100f32;
+        while x < 100.0 {
+            let (got, want) = (silu(x), x / (1.0 + (-x).exp()));
+            let tol = 4.0 * f32::EPSILON * want.abs() + 1e-35;
+            assert!((got - want).abs() <= tol, "silu({x}) = {got}, want {want}");
+            x += 0.001_37;
+        }
+        assert_eq!(silu(f32::INFINITY), f32::INFINITY);
+        assert!(silu(f32::NEG_INFINITY).is_nan() && silu(f32::NAN).is_nan());
+        assert_eq!(silu(0.0), 0.0);
     }
 
     /// Every op compiled for every instruction set this CPU runs gives the generic build's
