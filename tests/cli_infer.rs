@@ -297,6 +297,51 @@ fn the_int8_kv_cache_is_served_and_reported() {
     assert!(stderr(&o).contains("use f16, f32 or q8"), "{}", stderr(&o));
 }
 
+/// `--activations int8` serves a float-activation (TriLM-style) checkpoint through the int8
+/// kernels and says so; a float checkpoint (full precision) and an unknown value are refused.
+#[test]
+fn int8_activations_are_served_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("trilm");
+    let o = tern(&[
+        "pack",
+        s(&fixture("llama-f32")),
+        "--out",
+        s(&m),
+        "--bits",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bench = |model: &Path, act: &str| -> Output {
+        let args = ["bench", "--model", s(model), "-p", "8", "-n", "4", "--json"];
+        tern(&[&args[..], &["--threads", "1", "--activations", act]].concat())
+    };
+    let json = |o: Output| -> serde_json::Value {
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let (int8, native) = (json(bench(&m, "int8")), json(bench(&m, "native")));
+    assert_eq!(
+        (int8["activations"].as_str(), native["activations"].as_str()),
+        (Some("int8"), Some("float"))
+    );
+    // The int8 peak fraction is reported for int8 activations only.
+    assert!(int8["prefill_int8_peak_fraction"].as_f64().unwrap() > 0.0);
+    assert!(native["prefill_int8_peak_fraction"].is_null());
+
+    let o = bench(&fixture("llama-f32"), "int8");
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("int8 activations are for ternary (packed) checkpoints"),
+        "{e}"
+    );
+    assert!(!e.contains("panicked"), "{e}");
+    let o = bench(&m, "int4");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("use native or int8"), "{}", stderr(&o));
+}
+
 #[test]
 fn bench_of_a_config_compares_with_f32() {
     let o = tern(&[

@@ -84,6 +84,7 @@ fn check(name: &str) {
         let opts = LoadOptions {
             isa: Isa::detect(),
             head: HeadFormat::Native,
+            ..LoadOptions::default()
         };
         let model = Model::from_packed(&ckpt, opts).unwrap();
         let int8 = model.layers[0].q.w.wants_i8();
@@ -187,6 +188,7 @@ fn bad_requests_are_refused_with_clear_errors() {
     let opts = LoadOptions {
         isa: Isa::detect(),
         head: HeadFormat::Native,
+        ..LoadOptions::default()
     };
     let model = Model::from_packed(&ckpt, opts).unwrap();
     let gpu = GpuModel::upload(ctx(), &model).unwrap();
@@ -207,6 +209,7 @@ fn bad_requests_are_refused_with_clear_errors() {
     let opts = LoadOptions {
         isa: Isa::detect(),
         head: HeadFormat::Q8,
+        ..LoadOptions::default()
     };
     let q8 = Model::from_packed(&ckpt, opts).unwrap();
     match GpuModel::upload(ctx(), &q8) {

@@ -20,6 +20,9 @@ pub struct BenchReport {
     /// What was run (a path or a config name) and its weight format.
     pub model: String,
     pub format: String,
+    /// What the linear layers read: `int8` or `float` (see [`Model::activations`]).
+    #[serde(default)]
+    pub activations: String,
     /// `cpu`, or the GPU adapter (name, backend, type).
     #[serde(default = "cpu")]
     pub device: String,
@@ -363,10 +366,11 @@ pub fn run(
     let kv_read = kv_bytes_per_step(p, n, |t| KvCache::read_bytes_for(&model.spec, t, opts.kv));
     let macs = model.linear_macs_per_token();
     let peak = measure_int8_peak(model.isa);
-    let int8_model = model.layers.first().is_some_and(|l| l.q.w.wants_i8());
+    let int8_model = model.activations() == "int8";
     Ok(BenchReport {
         model: name.to_string(),
         format: format.to_string(),
+        activations: model.activations().to_string(),
         device: cpu(),
         isa: model.isa.name().to_string(),
         threads: rayon::current_num_threads(),
@@ -429,6 +433,7 @@ pub fn run_gpu(
     Ok(BenchReport {
         model: name.to_string(),
         format: format.to_string(),
+        activations: gpu.activations().to_string(),
         device: gpu.context().describe(),
         isa: "gpu".to_string(),
         threads: 1,

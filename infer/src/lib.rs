@@ -26,5 +26,5 @@ pub mod team;
 
 pub use attention::{KvCache, KvDtype};
 pub use error::{Error, Result};
-pub use load::{HeadFormat, LoadOptions};
+pub use load::{ActivationFormat, HeadFormat, LoadOptions};
 pub use model::{Logits, Model};

@@ -36,12 +36,36 @@ impl HeadFormat {
     }
 }
 
+/// The activations the ternary layers read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ActivationFormat {
+    /// As the model's config says: int8 for BitNet, floats for TriLM-style models (exact).
+    #[default]
+    Native,
+    /// Int8 for every ternary layer (BitNet's per-token absmax quantizer and the integer
+    /// kernels), also where the model was trained with float activations: an approximation
+    /// there, as llama.cpp's TQ1_0/TQ2_0 quantize activations to 8 bits.
+    Int8,
+}
+
+impl ActivationFormat {
+    /// Parses `native` / `int8`.
+    pub fn from_name(s: &str) -> Option<ActivationFormat> {
+        match s {
+            "native" => Some(ActivationFormat::Native),
+            "int8" | "i8" | "q8" => Some(ActivationFormat::Int8),
+            _ => None,
+        }
+    }
+}
+
 /// Options for loading a model.
 #[derive(Debug, Clone, Copy)]
 pub struct LoadOptions {
     /// Kernels to use ([`Isa::detect`] by default).
     pub isa: Isa,
     pub head: HeadFormat,
+    pub activations: ActivationFormat,
 }
 
 impl Default for LoadOptions {
@@ -49,6 +73,7 @@ impl Default for LoadOptions {
         LoadOptions {
             isa: Isa::detect(),
             head: HeadFormat::Native,
+            activations: ActivationFormat::Native,
         }
     }
 }
@@ -163,9 +188,9 @@ impl<'s> Tensors<'static> for Float<'s> {
 impl<'a> Model<'a> {
     /// Serves a packed checkpoint: ternary layers read straight from its memory map.
     pub fn from_packed(ckpt: &'a PackedCheckpoint, opts: LoadOptions) -> Result<Model<'a>> {
-        let activations = match ckpt.spec.quant.activations {
-            ActivationQuant::Int8 => TernaryActivations::Int8,
-            ActivationQuant::None => TernaryActivations::Float,
+        let activations = match (ckpt.spec.quant.activations, opts.activations) {
+            (ActivationQuant::Int8, _) | (_, ActivationFormat::Int8) => TernaryActivations::Int8,
+            (ActivationQuant::None, ActivationFormat::Native) => TernaryActivations::Float,
         };
         assemble(&ckpt.spec, &Packed { ckpt, activations }, opts)
     }
@@ -181,6 +206,13 @@ impl Model<'static> {
         origin: &Path,
         opts: LoadOptions,
     ) -> Result<Model<'static>> {
+        if opts.activations == ActivationFormat::Int8 {
+            return Err(Error::Usage(format!(
+                "int8 activations are for ternary (packed) checkpoints; {} is served in full \
+                 precision",
+                origin.display()
+            )));
+        }
         assemble(spec, &Float { source, origin }, opts)
     }
 }

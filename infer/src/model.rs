@@ -174,6 +174,16 @@ impl<'a> Model<'a> {
         self.spec.max_position_embeddings
     }
 
+    /// What the linear layers read: `int8` (per-token int8 activations: BitNet, or any ternary
+    /// model loaded with [`crate::ActivationFormat::Int8`]) or `float`.
+    pub fn activations(&self) -> &'static str {
+        if self.layers.first().is_some_and(|l| l.q.w.wants_i8()) {
+            "int8"
+        } else {
+            "float"
+        }
+    }
+
     /// Bytes of weights read per decoded token: every linear layer and the head (the
     /// embedding row looked up is negligible).
     pub fn weight_bytes_per_token(&self) -> usize {

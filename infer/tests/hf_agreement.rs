@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use tern_infer::generate::{GenerateOptions, generate};
 use tern_infer::kernels::Isa;
 use tern_infer::sample::SamplingParams;
-use tern_infer::{HeadFormat, KvCache, KvDtype, LoadOptions, Logits, Model};
+use tern_infer::{ActivationFormat, HeadFormat, KvCache, KvDtype, LoadOptions, Logits, Model};
 use tern_pack::Codec;
 use tern_pack::checkpoint::{LatentCheckpoint, PackedCheckpoint};
 use tern_pack::convert::{PackOptions, pack_checkpoint};
@@ -32,6 +32,12 @@ const Q8_KV_REL_BUDGET: f32 = 5e-2;
 
 /// Same, for the 8-bit head against the native one (int8 rounding of weights and activations).
 const Q8_HEAD_REL_BUDGET: f32 = 2e-2;
+
+/// Same, for a float-activation (TriLM-style) model served with int8 activations
+/// ([`ActivationFormat::Int8`]) against transformers' float ones: every ternary layer's input
+/// rounded to steps of its absmax / 127. Observed: 6.5e-4 (Qwen2) to 8.4e-4 (Llama f32), the
+/// same on every kernel set and at both widths.
+const INT8_ACT_REL_BUDGET: f32 = 5e-3;
 
 const GREEDY_STEPS: usize = 32;
 
@@ -116,6 +122,7 @@ fn check_packed(name: &str, prefix: &str) {
                 let opts = LoadOptions {
                     isa,
                     head: HeadFormat::Native,
+                    ..LoadOptions::default()
                 };
                 let model = Model::from_packed(&ckpt, opts).unwrap();
                 let what = format!(
@@ -184,6 +191,7 @@ fn float_baseline_matches_transformers() {
             let opts = LoadOptions {
                 isa,
                 head: HeadFormat::Native,
+                ..LoadOptions::default()
             };
             let model = Model::from_float(&spec, &ckpt, &ckpt.dir, opts).unwrap();
             let d = max_rel_diff(&prompt_logits(&model, &exp.prompt), &exp.logits);
@@ -221,4 +229,48 @@ fn q8_head_stays_close_to_the_native_head() {
     let d = max_rel_diff(&b, &a);
     assert!(d <= Q8_HEAD_REL_BUDGET, "q8 head logits differ by {d}");
     assert!(q8.weight_bytes_per_token() < native.weight_bytes_per_token());
+}
+
+/// Float-activation models served with int8 activations: the int8 kernels run, the logits stay
+/// within [`INT8_ACT_REL_BUDGET`] of transformers' float ones, and the 32 greedy tokens agree.
+/// A BitNet model, already int8, is served bit for bit as before.
+#[test]
+fn int8_activations_approximate_float_activation_models() {
+    let tmp = tempfile::tempdir().unwrap();
+    let int8 = LoadOptions {
+        activations: ActivationFormat::Int8,
+        ..LoadOptions::default()
+    };
+    for name in ["llama-f32", "llama-f16-sharded", "qwen2-f32"] {
+        let exp = expected(name, "ternary_");
+        for codec in Codec::ALL {
+            let ckpt = pack(name, codec, tmp.path());
+            let native = Model::from_packed(&ckpt, LoadOptions::default()).unwrap();
+            assert_eq!(native.activations(), "float");
+            for isa in Isa::available() {
+                let model = Model::from_packed(&ckpt, LoadOptions { isa, ..int8 }).unwrap();
+                assert_eq!(model.activations(), "int8");
+                let what = format!("{name} {} bits, {}", codec.bits_label(), isa.name());
+                let d = max_rel_diff(&prompt_logits(&model, &exp.prompt), &exp.logits);
+                assert!(
+                    d <= INT8_ACT_REL_BUDGET,
+                    "{what}: int8-activation logits differ by {d}"
+                );
+                // On these fixtures no near-tie flips: all 32 greedy tokens agree.
+                assert_eq!(
+                    greedy(&model, &exp.prompt),
+                    exp.greedy,
+                    "{what}: greedy tokens"
+                );
+            }
+        }
+    }
+    let ckpt = pack("bitnet-packed", Codec::Bits2, tmp.path());
+    let exp = expected("bitnet-packed", "");
+    let a = prompt_logits(
+        &Model::from_packed(&ckpt, LoadOptions::default()).unwrap(),
+        &exp.prompt,
+    );
+    let b = prompt_logits(&Model::from_packed(&ckpt, int8).unwrap(), &exp.prompt);
+    assert!(a == b, "BitNet with --activations int8 changed");
 }

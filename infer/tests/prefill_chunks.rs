@@ -29,6 +29,7 @@ fn long_prompts_are_prefilled_in_chunks_with_the_same_logits() {
     let opts = LoadOptions {
         isa: Isa::detect(),
         head: HeadFormat::Native,
+        ..LoadOptions::default()
     };
     let model = Model::from_float(&spec, &source, &dir, opts).unwrap();
     let mut rng = SplitMix64::new(9);

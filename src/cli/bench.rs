@@ -225,13 +225,13 @@ fn gib(b: u64) -> String {
 fn print_report(r: &BenchReport) {
     if r.device == "cpu" {
         println!(
-            "model              {} ({}, {} threads, {})",
-            r.model, r.format, r.threads, r.isa
+            "model              {} ({}, {} activations, {} threads, {})",
+            r.model, r.format, r.activations, r.threads, r.isa
         );
     } else {
         println!(
-            "model              {} ({}, {})",
-            r.model, r.format, r.device
+            "model              {} ({}, {} activations, {})",
+            r.model, r.format, r.activations, r.device
         );
     }
     println!(

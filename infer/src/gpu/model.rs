@@ -310,6 +310,15 @@ impl GpuModel {
         self.resident_bytes
     }
 
+    /// What the linear layers read, as [`crate::Model::activations`] says.
+    pub fn activations(&self) -> &'static str {
+        if self.layers.first().is_some_and(|l| l.q.m.wants_i8()) {
+            "int8"
+        } else {
+            "float"
+        }
+    }
+
     /// Bytes of weights read per decoded token: every linear layer and the head (as
     /// [`Model::weight_bytes_per_token`] counts them).
     pub fn weight_bytes_per_token(&self) -> u64 {

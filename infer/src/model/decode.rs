@@ -281,6 +281,7 @@ mod tests {
             let opts = LoadOptions {
                 isa,
                 head: HeadFormat::Native,
+                ..LoadOptions::default()
             };
             let mut models: Vec<(String, Model<'_>)> = packed
                 .iter()
