@@ -27,7 +27,7 @@ use tern_infer::generate::{GenerateOptions, generate};
 use tern_infer::gpu::{GpuContext, GpuError, GpuModel, GpuSession, Output, Want};
 use tern_infer::kernels::Isa;
 use tern_infer::sample::SamplingParams;
-use tern_infer::{HeadFormat, KvCache, KvDtype, LoadOptions, Logits, Model};
+use tern_infer::{ActivationFormat, HeadFormat, KvCache, KvDtype, LoadOptions, Logits, Model};
 use tern_pack::Codec;
 use tern_pack::checkpoint::PackedCheckpoint;
 use tern_pack::convert::{PackOptions, pack_checkpoint};
@@ -78,13 +78,17 @@ fn token(out: Output) -> u32 {
 }
 
 fn check(name: &str) {
+    check_with(name, ActivationFormat::Native);
+}
+
+fn check_with(name: &str, activations: ActivationFormat) {
     let tmp = tempfile::tempdir().unwrap();
     for codec in Codec::ALL {
         let ckpt = pack(name, codec, tmp.path());
         let opts = LoadOptions {
             isa: Isa::detect(),
             head: HeadFormat::Native,
-            ..LoadOptions::default()
+            activations,
         };
         let model = Model::from_packed(&ckpt, opts).unwrap();
         let int8 = model.layers[0].q.w.wants_i8();
@@ -169,6 +173,12 @@ fn bitnet_int8_activations_sub_norms_tied_head() {
 #[test]
 fn trilm_llama_float_activations_row_shards() {
     check("llama-f32");
+}
+
+/// `--activations int8` on a float-activation model: the int8 kernels with two scale shards.
+#[test]
+fn trilm_llama_int8_activations_row_shards() {
+    check_with("llama-f32", ActivationFormat::Int8);
 }
 
 #[test]

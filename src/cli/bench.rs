@@ -225,8 +225,13 @@ fn gib(b: u64) -> String {
 fn print_report(r: &BenchReport) {
     if r.device == "cpu" {
         println!(
-            "model              {} ({}, {} activations, {} threads, {})",
-            r.model, r.format, r.activations, r.threads, r.isa
+            "model              {} ({}, {} activations, {} thread{}, {})",
+            r.model,
+            r.format,
+            r.activations,
+            r.threads,
+            if r.threads == 1 { "" } else { "s" },
+            r.isa
         );
     } else {
         println!(

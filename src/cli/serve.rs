@@ -22,7 +22,7 @@ pub struct EngineArgs {
     /// Activations of the ternary layers: `native` (as the model was trained: int8 for BitNet,
     /// floats for TriLM-style models) or `int8` (per-token absmax int8 and integer dot products
     /// for every ternary layer; for a float-activation model an approximation, as llama.cpp's
-    /// TQ1_0/TQ2_0 make, about 2.5x faster on the CPU).
+    /// TQ1_0/TQ2_0 make, and several times faster on the CPU).
     #[arg(long, default_value = "native", value_parser = |s: &str| ActivationFormat::from_name(s).ok_or_else(|| format!("`{s}`: use native or int8")))]
     pub activations: ActivationFormat,
     /// Kernels: auto (best this CPU runs), generic, avx2, avx512, avx512-vnni.
