@@ -16,15 +16,13 @@ fn stderr(o: &Output) -> String {
 
 /// Packs the HF BitNet fixture at `bits` into `dir`.
 fn packed(dir: &Path, bits: &str) -> PathBuf {
-    let out = dir.join(format!("m{bits}"));
-    let o = tern(&[
-        "pack",
-        s(&fixture("bitnet-packed")),
-        "--out",
-        s(&out),
-        "--bits",
-        bits,
-    ]);
+    packed_fixture("bitnet-packed", dir, bits)
+}
+
+/// Packs fixture `name` at `bits` into `dir`.
+fn packed_fixture(name: &str, dir: &Path, bits: &str) -> PathBuf {
+    let out = dir.join(format!("{name}-{bits}"));
+    let o = tern(&["pack", s(&fixture(name)), "--out", s(&out), "--bits", bits]);
     assert!(o.status.success(), "{}", stderr(&o));
     out
 }
@@ -302,16 +300,7 @@ fn the_int8_kv_cache_is_served_and_reported() {
 #[test]
 fn int8_activations_are_served_and_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let m = dir.path().join("trilm");
-    let o = tern(&[
-        "pack",
-        s(&fixture("llama-f32")),
-        "--out",
-        s(&m),
-        "--bits",
-        "2",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let m = packed_fixture("llama-f32", dir.path(), "2");
     let bench = |model: &Path, act: &str| -> Output {
         let args = ["bench", "--model", s(model), "-p", "8", "-n", "4", "--json"];
         tern(&[&args[..], &["--threads", "1", "--activations", act]].concat())
