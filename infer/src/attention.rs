@@ -354,7 +354,7 @@ fn exp_clamped(x: f32, under: bool) -> f32 {
     }
     let e = p * r * r + r + 1.0;
     // `t` is a whole number in `EXP_ROUND`'s binade, whose ulp is 1: its bits past those of
-    // `EXP_ROUND` are `n` (in [-126, 0]), with no saturating cast to keep the loop scalar.
+    // `EXP_ROUND` are `n` (in [-126, 0]). No saturating cast, which would keep a loop scalar.
     let n = t.to_bits() as i32 - EXP_ROUND.to_bits() as i32;
     let two_n = f32::from_bits(((n + 127) << 23) as u32);
     if under { 0.0 } else { e * two_n }

@@ -65,6 +65,7 @@ pub struct LoadOptions {
     /// Kernels to use ([`Isa::detect`] by default).
     pub isa: Isa,
     pub head: HeadFormat,
+    /// What the ternary layers read (the model's own by default).
     pub activations: ActivationFormat,
 }
 
