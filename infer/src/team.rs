@@ -33,7 +33,7 @@
 //!   idling through the end of the region and the serial code after it.
 //! * A panic in a task is caught on the thread that ran it, the job is closed, and the caller
 //!   resumes the panic: borrowed data never outlives a task that uses it.
-//! * A decode step on several threads runs as one lockstep job instead ([`lockstep`]): every
+//! * A decode step on several threads runs as one lockstep job instead ([`lockstep()`]): every
 //!   thread walks the whole step, and its parallel loops end in barriers, so that the step
 //!   publishes one job rather than some 120.
 
@@ -372,7 +372,7 @@ struct Team {
     next: UnsafeCell<Vec<(usize, usize)>>,
     /// Held by the caller of the running job.
     busy: AtomicBool,
-    /// A lockstep job's shares of its current phase (see [`lockstep`]).
+    /// A lockstep job's shares of its current phase (see [`lockstep()`]).
     phases: Vec<Line<AtomicU64>>,
     /// A lockstep job's arrivals at the ends of its phases so far.
     arrived: Line<AtomicU64>,

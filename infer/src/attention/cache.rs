@@ -239,7 +239,8 @@ pub(super) fn append_keys<T: KvElem>(
     }
 }
 
-/// [`append_keys`] for one head: `rows` are its keys of positions `start ..`.
+/// The keys of one head (what the test-only `append_keys` does for each): `rows` are its keys
+/// of positions `start ..`.
 pub(super) fn append_head_keys<'a, T: KvElem>(
     isa: Isa,
     head: &mut Vec<T>,
