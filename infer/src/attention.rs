@@ -334,11 +334,12 @@ fn exp_le0(x: f32) -> f32 {
 }
 
 /// [`exp_le0`] with the floor applied by a select instead of `f32::max`, so that a loop of it
-/// vectorizes: equal to it for every `x` but NaN, which stays NaN here.
+/// vectorizes. Equal to it for every `x`: NaN is taken to the floor (not below it) as
+/// `f32::max` takes it, so the result is never NaN, and a caller's NaN input keeps its own bits
+/// on every ISA.
 #[inline(always)]
 pub(crate) fn exp_le0_select(x: f32) -> f32 {
-    let under = x < EXP_FLOOR;
-    exp_clamped(if under { EXP_FLOOR } else { x }, under)
+    exp_clamped(if x >= EXP_FLOOR { x } else { EXP_FLOOR }, x < EXP_FLOOR)
 }
 
 /// `exp_le0`'s body for `x` in `[EXP_FLOOR, 0]` (`0` when `under`).
