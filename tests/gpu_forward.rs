@@ -195,11 +195,7 @@ fn qwen2_qkv_biases() {
 fn bad_requests_are_refused_with_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let ckpt = pack("llama-f32", Codec::Bits2, tmp.path());
-    let opts = LoadOptions {
-        isa: Isa::detect(),
-        head: HeadFormat::Native,
-        ..LoadOptions::default()
-    };
+    let opts = LoadOptions::default();
     let model = Model::from_packed(&ckpt, opts).unwrap();
     let gpu = GpuModel::upload(ctx(), &model).unwrap();
     let mut s = GpuSession::new(&gpu, 4, false).unwrap();
@@ -217,7 +213,6 @@ fn bad_requests_are_refused_with_clear_errors() {
     assert!(s.is_empty(), "a refused call must not advance the cache");
 
     let opts = LoadOptions {
-        isa: Isa::detect(),
         head: HeadFormat::Q8,
         ..LoadOptions::default()
     };

@@ -121,7 +121,6 @@ fn check_packed(name: &str, prefix: &str) {
             for threads in [1, 2] {
                 let opts = LoadOptions {
                     isa,
-                    head: HeadFormat::Native,
                     ..LoadOptions::default()
                 };
                 let model = Model::from_packed(&ckpt, opts).unwrap();
@@ -190,7 +189,6 @@ fn float_baseline_matches_transformers() {
         for isa in Isa::available() {
             let opts = LoadOptions {
                 isa,
-                head: HeadFormat::Native,
                 ..LoadOptions::default()
             };
             let model = Model::from_float(&spec, &ckpt, &ckpt.dir, opts).unwrap();

@@ -26,11 +26,7 @@ fn long_prompts_are_prefilled_in_chunks_with_the_same_logits() {
         std: 0.02,
         dtype: Dtype::F32,
     };
-    let opts = LoadOptions {
-        isa: Isa::detect(),
-        head: HeadFormat::Native,
-        ..LoadOptions::default()
-    };
+    let opts = LoadOptions::default();
     let model = Model::from_float(&spec, &source, &dir, opts).unwrap();
     let mut rng = SplitMix64::new(9);
     let tokens: Vec<u32> = (0..n)

@@ -280,7 +280,6 @@ mod tests {
         for isa in Isa::available() {
             let opts = LoadOptions {
                 isa,
-                head: HeadFormat::Native,
                 ..LoadOptions::default()
             };
             let mut models: Vec<(String, Model<'_>)> = packed
