@@ -3,9 +3,8 @@
 
 use std::path::Path;
 
-use tern_infer::kernels::Isa;
 use tern_infer::model::PREFILL_CHUNK;
-use tern_infer::{HeadFormat, KvCache, KvDtype, LoadOptions, Logits, Model};
+use tern_infer::{KvCache, KvDtype, LoadOptions, Logits, Model};
 use tern_pack::init::{RandomSource, SplitMix64};
 use tern_pack::safetensors::Dtype;
 use tern_pack::spec::{HfConfig, ModelSpec};

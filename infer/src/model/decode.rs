@@ -199,7 +199,7 @@ mod tests {
 
     use crate::attention::{KvCache, KvDtype};
     use crate::kernels::Isa;
-    use crate::load::{HeadFormat, LoadOptions};
+    use crate::load::LoadOptions;
     use crate::model::Model;
 
     fn fixture(name: &str) -> PathBuf {
