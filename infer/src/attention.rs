@@ -5,7 +5,7 @@
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
-use crate::kernels::{Isa, prefetch_l2_raw, prefetch_once_raw};
+use crate::kernels::{Isa, nta, prefetch_l2_raw, prefetch_stream_raw};
 use crate::team;
 
 #[cfg(target_arch = "x86_64")]
@@ -64,9 +64,10 @@ fn prefetch_row<T>(s: &[T], t: usize, len: usize) {
     let _ = (s, t, len);
 }
 
-/// Prefetches every line of `s` (the KV streams' prefetches): non-temporally for a decode step
-/// (`once`: its queries read each row in one pass, and the step reads the weights and the
-/// other heads' rows meanwhile), else into L2 (into L1 they stall on its few miss buffers).
+/// Prefetches every line of `s` (the KV streams' prefetches): for a decode step (`once`: its
+/// queries read each row in one pass, and the step reads the weights and the other heads' rows
+/// meanwhile) as the [`crate::kernels::StreamHint`] in force says, else into L2 (into L1 they
+/// stall on its few miss buffers).
 /// Measured on Zen 4 beside the non-temporal weight streams, in one process choosing each
 /// step's variant at random (`tern bench --model <700M, 2 bits> -p 128 -n 256`): 0.6–1.0 %
 /// less time per step at one thread, 2.5–3.5 % at two.
@@ -75,11 +76,12 @@ fn prefetch_kv<T>(s: &[T], once: bool) {
     prefetch_range(s.as_ptr().cast(), std::mem::size_of_val(s), once);
 }
 
-/// Prefetches the lines of `bytes` bytes from `p`: non-temporally (`once`) or into L2.
+/// Prefetches the lines of `bytes` bytes from `p`: as a stream read `once` (as the
+/// [`crate::kernels::StreamHint`] in force says), or into L2.
 #[inline(always)]
 fn prefetch_range(p: *const i8, bytes: usize, once: bool) {
     if once {
-        prefetch_once_raw(p, bytes);
+        prefetch_stream_raw(p, bytes, nta(true));
     } else {
         prefetch_l2_raw(p, bytes);
     }

@@ -16,14 +16,14 @@ use tern_pack::codec::Codec;
 
 use super::avx512::{self, prefetch_ahead};
 use super::layout::{Arranged, Blocks};
-use super::{DenseWeights, generic, prefetch_once_raw};
+use super::{DenseWeights, generic, prefetch_stream_raw};
 
 /// Bytes in one block (one group).
 const BLOCK: usize = 32;
 /// Most tokens sharing one decoded block (16 registers: planes, accumulators, constants).
 const MAX_NB: usize = 4;
 /// Prefetch distance (bytes) and target cache (L2) of the weight stream; one token's stream is
-/// prefetched non-temporally instead ([`avx512::ONCE`]).
+/// prefetched as the [`super::StreamHint`] in force says ([`avx512::ONCE`] when non-temporal).
 const PREFETCH: usize = avx512::PREFETCH;
 const HINT: i32 = _MM_HINT_T1;
 
@@ -147,6 +147,7 @@ struct Tokens<'a> {
 /// `NB` tokens against every row.
 #[inline(always)]
 unsafe fn gemm<const T: usize, const NB: usize>(run: &Tokens<'_>, packed: &[u8], out: &mut [i32]) {
+    let nta = super::nta(run.n == 1);
     let (lay, n, i0) = (run.lay, run.n, run.i0);
     let (be, te) = (lay.block_elems(), lay.token_elems());
     assert!(i0 + NB <= n && run.xp.len() == n * te);
@@ -159,7 +160,7 @@ unsafe fn gemm<const T: usize, const NB: usize>(run: &Tokens<'_>, packed: &[u8],
         {
             let mut acc = [_mm256_setzero_si256(); NB];
             for b in 0..lay.blocks {
-                prefetch_ahead(row.as_ptr().wrapping_add(b * BLOCK), n == 1);
+                prefetch_ahead(row.as_ptr().wrapping_add(b * BLOCK), nta);
                 let d = planes::<T>(load_block(row, b));
                 let x = x0.add(b * be);
                 for (t, acc) in acc.iter_mut().enumerate() {
@@ -361,6 +362,7 @@ impl Wide for half::bf16 {
 /// roofline of 0.59 to 0.75.
 #[inline(always)]
 unsafe fn gemv<W: Wide>(w: &[W], k: usize, x: &[f32], out: &mut [f32]) {
+    let nta = super::nta(true);
     let full = k - k % 32;
     // The activations of the full 32-weight steps in the lane order of `load16` (for bf16: a
     // copy, each sixteen as the even ones then the odd ones).
@@ -383,7 +385,7 @@ unsafe fn gemv<W: Wide>(w: &[W], k: usize, x: &[f32], out: &mut [f32]) {
             let mut c = 0;
             while c < full {
                 let ahead = p.add(c).cast::<i8>().wrapping_add(PREFETCH);
-                prefetch_once_raw(ahead, 32 * std::mem::size_of::<W>());
+                prefetch_stream_raw(ahead, 32 * std::mem::size_of::<W>(), nta);
                 for h in 0..2 {
                     let wv = W::load16(p.add(c + 16 * h));
                     for (j, wv) in wv.into_iter().enumerate() {
@@ -498,6 +500,7 @@ unsafe fn dense_i8_block<const NB: usize>(
     n: usize,
     out: &mut [i32],
 ) {
+    let nta = super::nta(n == 1);
     assert!(x16.len() >= (i0 + NB) * kp);
     unsafe {
         let x0 = x16.as_ptr().add(i0 * kp);
@@ -507,7 +510,7 @@ unsafe fn dense_i8_block<const NB: usize>(
             for c in (0..whole).step_by(16) {
                 let p = row.as_ptr().add(c);
                 if c % 64 == 0 {
-                    prefetch_ahead(p.cast(), n == 1);
+                    prefetch_ahead(p.cast(), nta);
                 }
                 let wv = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.cast()));
                 for (t, acc) in acc.iter_mut().enumerate() {

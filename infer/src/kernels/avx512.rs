@@ -32,21 +32,22 @@ pub(super) const BLOCK: usize = 64;
 /// the DRAM bandwidth of a plain streaming loop; this restores most of it.
 pub(super) const PREFETCH: usize = 8192;
 pub(super) const HINT: i32 = _MM_HINT_T1;
-/// The hint for a weight stream that one token reads once (a decode step): non-temporal, so
-/// that the stream does not evict into L3 the norms, activations and KV rows that the step
-/// reads again. Measured on Zen 4, in one process choosing each step's variant at random (`tern
-/// bench --model <700M, 2 bits> -p 128 -n 256`): the ternary decode with it took 6.3–6.7 %
-/// less time per step at one thread and 4.5–4.8 % less at two; with the dense head's and the
-/// KV cache's streams non-temporal too ([`super::prefetch_once_raw`]), 9.6–10.4 % and 7.0–8.5 %.
+/// The hint for a weight stream that one token reads once (a decode step), when the
+/// [`super::StreamHint`] in force is non-temporal: the stream does not evict into L3 the norms,
+/// activations and KV rows that the step reads again. Measured on Zen 4 on a core of its own,
+/// in one process choosing each step's variant at random (`tern bench --model <700M, 2 bits>
+/// -p 128 -n 256`): the ternary decode with it took 6.3–6.7 % less time per step at one thread
+/// and 4.5–4.8 % less at two; with the dense head's and the KV cache's streams non-temporal too
+/// ([`super::prefetch_stream_raw`]), 9.6–10.4 % and 7.0–8.5 %.
 pub(super) const ONCE: i32 = _MM_HINT_NTA;
 
-/// Prefetches the line `PREFETCH` bytes past `p` of a weight stream: non-temporally when one
-/// token reads it (`once`, see [`ONCE`]), else into L2, where the next tokens' pass finds it.
+/// Prefetches the line `PREFETCH` bytes past `p` of a weight stream: non-temporally with `nta`
+/// (a stream one token reads, from [`super::nta`]; see [`ONCE`]), else into L2.
 #[inline(always)]
-pub(super) unsafe fn prefetch_ahead(p: *const u8, once: bool) {
+pub(super) unsafe fn prefetch_ahead(p: *const u8, nta: bool) {
     let p = p.wrapping_add(PREFETCH).cast();
     unsafe {
-        if once {
+        if nta {
             _mm_prefetch::<ONCE>(p);
         } else {
             _mm_prefetch::<HINT>(p);
@@ -445,9 +446,10 @@ unsafe fn matvec<D: Dot, P: Planes<T>, const T: usize, const NB: usize>(
         }
         let sums = _mm512_set1_epi32(sum);
         let mut t = [_mm512_setzero_si512(); BATCH];
+        let nta = super::nta(true);
         for (r, row) in packed.chunks_exact(rb).enumerate() {
             let resident = (NB > 0).then_some(&xr[..]);
-            let total = row_total::<D, P, T>(pl, lay, row, xp, resident);
+            let total = row_total::<D, P, T>(pl, lay, row, xp, resident, nta);
             if r >= whole {
                 out[r] = _mm512_reduce_add_epi32(total) - sum;
                 continue;
@@ -464,7 +466,8 @@ unsafe fn matvec<D: Dot, P: Planes<T>, const T: usize, const NB: usize>(
 
 /// `Σ d·x` of one row against one scattered token, in the lanes of a register. With
 /// `resident = xr`, the row's `xr.len()` blocks meet the token held in registers (plane `p` of
-/// block `b` in `xr[b][p]`); without, each plane is loaded from `xp` where it is used.
+/// block `b` in `xr[b][p]`); without, each plane is loaded from `xp` where it is used. The
+/// row is prefetched non-temporally with `nta`.
 #[inline(always)]
 unsafe fn row_total<D: Dot, P: Planes<T>, const T: usize>(
     pl: &P,
@@ -472,6 +475,7 @@ unsafe fn row_total<D: Dot, P: Planes<T>, const T: usize>(
     row: &[u8],
     xp: &[i8],
     resident: Option<&[[__m512i; T]]>,
+    nta: bool,
 ) -> __m512i {
     let be = lay.block_elems();
     let shifts = P::shifts(true);
@@ -480,7 +484,7 @@ unsafe fn row_total<D: Dot, P: Planes<T>, const T: usize>(
         let blocks = resident.map_or(lay.blocks, <[_]>::len);
         for b in 0..blocks {
             let x = xp.as_ptr().add(b * be);
-            prefetch_ahead(row.as_ptr().wrapping_add(b * BLOCK), true);
+            prefetch_ahead(row.as_ptr().wrapping_add(b * BLOCK), nta);
             let d = pl.planes(load_block(row, b, lay), true);
             for p in 0..T {
                 let xv = match resident {
@@ -634,6 +638,7 @@ unsafe fn f32_rows<P: Planes<T>, const T: usize, const NB: usize, const J: usize
 ) {
     let (be, te) = (lay.block_elems(), lay.token_elems());
     assert!(i0 + NB <= n && xp.len() == n * te);
+    let nta = super::nta(n == 1);
     unsafe {
         let x0 = xp.as_ptr().add(i0 * te);
         let sign = _mm512_set1_epi32(i32::MIN);
@@ -643,7 +648,7 @@ unsafe fn f32_rows<P: Planes<T>, const T: usize, const NB: usize, const J: usize
         {
             let mut acc = [[_mm512_setzero_ps(); J]; NB];
             for b in 0..lay.blocks {
-                prefetch_ahead(row.as_ptr().wrapping_add(b * BLOCK), n == 1);
+                prefetch_ahead(row.as_ptr().wrapping_add(b * BLOCK), nta);
                 let planes = pl.two_bit(load_block(row, b, lay));
                 let x = x0.add(b * be);
                 for (p, &(reg, sh)) in planes.iter().enumerate() {

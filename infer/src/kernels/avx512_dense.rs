@@ -15,7 +15,7 @@ use std::arch::x86_64::*;
 
 use super::DenseWeights;
 use super::avx512::{PREFETCH, prefetch_ahead};
-use super::prefetch_once_raw;
+use super::prefetch_stream_raw;
 
 /// Most tokens sharing one weight register.
 const MAX_NB: usize = 8;
@@ -76,6 +76,7 @@ unsafe fn i8_vnni_block<const NB: usize>(
     n: usize,
     out: &mut [i32],
 ) {
+    let nta = super::nta(n == 1);
     assert!(xu.len() >= (i0 + NB) * kp);
     unsafe {
         let ones = _mm512_set1_epi8(1);
@@ -85,7 +86,7 @@ unsafe fn i8_vnni_block<const NB: usize>(
             let mut sw = _mm512_setzero_si512();
             for c in (0..k).step_by(64) {
                 let p = row.as_ptr().add(c);
-                prefetch_ahead(p.cast(), n == 1);
+                prefetch_ahead(p.cast(), nta);
                 let wv = if c + 64 <= k {
                     _mm512_loadu_si512(p.cast())
                 } else {
@@ -132,6 +133,7 @@ unsafe fn i8_bw_block<const NB: usize>(
     n: usize,
     out: &mut [i32],
 ) {
+    let nta = super::nta(n == 1);
     assert!(x16.len() >= (i0 + NB) * kp);
     unsafe {
         let x0 = x16.as_ptr().add(i0 * kp);
@@ -139,7 +141,7 @@ unsafe fn i8_bw_block<const NB: usize>(
             let mut acc = [_mm512_setzero_si512(); NB];
             for c in (0..k).step_by(32) {
                 let p = row.as_ptr().add(c);
-                prefetch_ahead(p.cast(), n == 1);
+                prefetch_ahead(p.cast(), nta);
                 let w8 = if c + 32 <= k {
                     _mm256_loadu_si256(p.cast())
                 } else {
@@ -338,10 +340,12 @@ const PAIRED_OFFSET: usize = 0;
 /// One token (decode, the LM head): one row at a time, so the weights are read as a single
 /// sequential stream (the hardware prefetchers' best case: several interleaved row streams
 /// reached only 60–75 % of the rate), 64 weights per step on four accumulators, prefetched
-/// non-temporally `PREFETCH` ahead ([`super::avx512::ONCE`]; into L2 instead, it dropped from 93 % of a plain
-/// read to 78 %).
+/// `PREFETCH` ahead as the [`super::StreamHint`] in force says (on a core of its own,
+/// non-temporally read 93 % of a plain stream's rate and into L2 78 %; on a shared core, 0.67
+/// of the probe's rate against 1.11).
 #[inline(always)]
 unsafe fn gemv<W: Wide>(w: &[W], k: usize, x: &[f32], out: &mut [f32]) {
+    let nta = super::nta(true);
     let full = k - k % 64;
     // The activations, those of the full 64-weight steps in the lane order of `load32` (for
     // bf16: a copy that starts `PAIRED_OFFSET` bytes past a cache line).
@@ -367,7 +371,7 @@ unsafe fn gemv<W: Wide>(w: &[W], k: usize, x: &[f32], out: &mut [f32]) {
             let mut c = 0;
             while c < full {
                 let ahead = p.add(c).cast::<i8>().wrapping_add(PREFETCH);
-                prefetch_once_raw(ahead, 64 * std::mem::size_of::<W>());
+                prefetch_stream_raw(ahead, 64 * std::mem::size_of::<W>(), nta);
                 for h in 0..2 {
                     let wv = W::load32(p.add(c + 32 * h));
                     for (j, wv) in wv.into_iter().enumerate() {
