@@ -331,6 +331,49 @@ fn int8_activations_are_served_and_reported() {
     assert!(stderr(&o).contains("use native or int8"), "{}", stderr(&o));
 }
 
+/// `--prefetch` fixes the decode's stream hint or leaves it to the tuner, and the report says
+/// which; the greedy tokens never depend on it.
+#[test]
+fn prefetch_hints_are_chosen_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = packed(dir.path(), "2");
+    for (pf, mode) in [("nta", "nta"), ("l2", "l2"), ("auto", "auto")] {
+        let args = ["bench", "--model", s(&m), "-p", "8", "-n", "4", "--json"];
+        let o = tern(&[&args[..], &["--threads", "1", "--prefetch", pf]].concat());
+        assert!(o.status.success(), "{}", stderr(&o));
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(j["prefetch"].as_str(), Some(mode));
+        let hint = j["prefetch_hint"].as_str().unwrap();
+        let switches = j["prefetch_switches"].as_u64().unwrap();
+        if pf == "auto" {
+            assert!(["nta", "l2"].contains(&hint), "{hint}");
+        } else {
+            assert_eq!((hint, switches), (pf, 0));
+        }
+    }
+    let ids = |pf: &str| {
+        let args = ["infer", "--model", s(&m), "--prompt", "hi", "-n", "12"];
+        let o = tern(&[&args[..], &["--ignore-eos", "--ids", "--prefetch", pf]].concat());
+        assert!(o.status.success(), "{}", stderr(&o));
+        o.stdout
+    };
+    let nta = ids("nta");
+    assert_eq!(nta.iter().filter(|&&b| b == b'\n').count(), 12);
+    assert_eq!(ids("l2"), nta);
+    assert_eq!(ids("auto"), nta);
+    let o = tern(&[
+        "infer",
+        "--model",
+        s(&m),
+        "--prompt",
+        "hi",
+        "--prefetch",
+        "t0",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("use auto, nta or l2"), "{}", stderr(&o));
+}
+
 #[test]
 fn bench_of_a_config_compares_with_f32() {
     let o = tern(&[

@@ -25,7 +25,6 @@ use common::{fixture, s, tern};
 
 use tern_infer::generate::{GenerateOptions, generate};
 use tern_infer::gpu::{GpuContext, GpuError, GpuModel, GpuSession, Output, Want};
-use tern_infer::kernels::Isa;
 use tern_infer::sample::SamplingParams;
 use tern_infer::{ActivationFormat, HeadFormat, KvCache, KvDtype, LoadOptions, Logits, Model};
 use tern_pack::Codec;
@@ -86,9 +85,8 @@ fn check_with(name: &str, activations: ActivationFormat) {
     for codec in Codec::ALL {
         let ckpt = pack(name, codec, tmp.path());
         let opts = LoadOptions {
-            isa: Isa::detect(),
-            head: HeadFormat::Native,
             activations,
+            ..LoadOptions::default()
         };
         let model = Model::from_packed(&ckpt, opts).unwrap();
         let int8 = model.layers[0].q.w.wants_i8();

@@ -88,6 +88,14 @@ pub struct BenchReport {
     /// the decode ran partly in each placement.
     #[serde(default)]
     pub thread_round_trip_before_ns: Option<f64>,
+    /// CPU path: the `--prefetch` option (`auto`, `nta`, `l2`), the hint the decode held at
+    /// the end, and how many times `auto` changed it during the run.
+    #[serde(default)]
+    pub prefetch: Option<String>,
+    #[serde(default)]
+    pub prefetch_hint: Option<String>,
+    #[serde(default)]
+    pub prefetch_switches: Option<u32>,
 }
 
 /// Benchmark settings.
@@ -395,6 +403,9 @@ pub fn run(
         prefill_int8_peak_fraction: int8_model.then(|| macs as f64 * prefill_tok_s / peak),
         thread_round_trip_ns: round_trip,
         thread_round_trip_before_ns: round_trip_before,
+        prefetch: Some(model.prefetch.mode().name().to_string()),
+        prefetch_hint: Some(model.prefetch.held().name().to_string()),
+        prefetch_switches: Some(model.prefetch.switches()),
     })
 }
 
@@ -458,6 +469,9 @@ pub fn run_gpu(
         prefill_int8_peak_fraction: None,
         thread_round_trip_ns: None,
         thread_round_trip_before_ns: None,
+        prefetch: None,
+        prefetch_hint: None,
+        prefetch_switches: None,
     })
 }
 

@@ -26,5 +26,6 @@ pub mod team;
 
 pub use attention::{KvCache, KvDtype};
 pub use error::{Error, Result};
+pub use kernels::StreamHint;
 pub use load::{ActivationFormat, HeadFormat, LoadOptions};
-pub use model::{Logits, Model};
+pub use model::{Logits, Model, Prefetch};

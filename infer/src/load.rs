@@ -13,7 +13,7 @@ use tern_pack::spec::{ActivationQuant, ModelSpec, TensorRole, TensorSpec};
 use crate::error::{Error, Result};
 use crate::kernels::Isa;
 use crate::linear::{DenseLinear, DenseStore, Linear, Q8Linear, TernaryActivations, TernaryLinear};
-use crate::model::{Head, Layer, Model, Proj};
+use crate::model::{Head, Layer, Model, Prefetch, Proj, Tuner};
 
 /// How the LM head is kept in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -67,6 +67,8 @@ pub struct LoadOptions {
     pub head: HeadFormat,
     /// What the ternary layers read (the model's own by default).
     pub activations: ActivationFormat,
+    /// How decode steps prefetch the streams they read once (measured as they run, by default).
+    pub prefetch: Prefetch,
 }
 
 impl Default for LoadOptions {
@@ -75,6 +77,7 @@ impl Default for LoadOptions {
             isa: Isa::detect(),
             head: HeadFormat::Native,
             activations: ActivationFormat::Native,
+            prefetch: Prefetch::Auto,
         }
     }
 }
@@ -306,5 +309,6 @@ fn assemble<'a>(spec: &ModelSpec, src: &dyn Tensors<'a>, opts: LoadOptions) -> R
         norm: src.vector(find("model.norm.weight"))?,
         head,
         inv_freq: Model::rope_inv_freq(spec),
+        prefetch: Tuner::new(opts.prefetch),
     })
 }

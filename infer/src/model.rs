@@ -12,6 +12,9 @@ use crate::team;
 
 mod decode;
 mod ops;
+mod prefetch;
+
+pub use prefetch::{Prefetch, Trial, Tuner};
 
 use ops::{add_to, gate, rms_norm, rms_norm_in_place, rope};
 
@@ -134,6 +137,8 @@ pub struct Model<'a> {
     pub head: Head<'a>,
     /// RoPE inverse frequencies, `[head_dim / 2]`.
     pub inv_freq: Vec<f32>,
+    /// How its decode steps prefetch the streams they read once.
+    pub prefetch: Tuner,
 }
 
 /// Most prompt tokens one pass through the layers takes; longer prompts go in pieces, each
@@ -253,6 +258,8 @@ impl<'a> Model<'a> {
                 spec.vocab_size
             )));
         }
+        // A decode step runs with the hint the tuner picks, and is timed for it.
+        let trial = (n == 1).then(|| self.prefetch.begin());
         // The final hidden states the head reads: `[m, hidden]`.
         let mut rows = Vec::new();
         for part in tokens.chunks(PREFILL_CHUNK) {
@@ -277,6 +284,9 @@ impl<'a> Model<'a> {
             Proj::prime(&[&first.q, &first.k, &first.v]);
         }
         head.forward(&input, &mut logits);
+        if let Some(trial) = trial {
+            self.prefetch.end(trial);
+        }
         Ok(logits)
     }
 

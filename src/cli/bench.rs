@@ -284,6 +284,17 @@ fn print_report(r: &BenchReport) {
         }
         _ => {}
     }
+    if let (Some(mode), Some(hint)) = (&r.prefetch, &r.prefetch_hint) {
+        let switches = r.prefetch_switches.unwrap_or(0);
+        if mode == "auto" {
+            println!(
+                "prefetch           auto: {hint} at the end ({switches} change{})",
+                if switches == 1 { "" } else { "s" }
+            );
+        } else {
+            println!("prefetch           {hint}");
+        }
+    }
     if let Some(g) = r.gpu_memory_bytes {
         println!("GPU memory         {} allocated", gib(g));
     }

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use tern_infer::kernels::Isa;
-use tern_infer::{ActivationFormat, HeadFormat, KvDtype, LoadOptions, Model};
+use tern_infer::{ActivationFormat, HeadFormat, KvDtype, LoadOptions, Model, Prefetch};
 use tern_pack::checkpoint::packed::{FORMAT, WEIGHTS_FILE};
 use tern_pack::checkpoint::{LatentCheckpoint, PackedCheckpoint};
 use tern_pack::safetensors::SafetensorsFile;
@@ -28,6 +28,11 @@ pub struct EngineArgs {
     /// Kernels: auto (best this CPU runs), generic, avx2, avx512, avx512-vnni.
     #[arg(long, default_value = "auto")]
     pub isa: String,
+    /// How decode steps prefetch what they read once (weights, head, KV cache): `nta`
+    /// (non-temporally, sparing the caches), `l2` (into L2, safe from a neighbour on the same
+    /// core), or `auto` (both measured as the steps run, the faster held).
+    #[arg(long, default_value = "auto", value_parser = |s: &str| Prefetch::from_name(s).ok_or_else(|| format!("`{s}`: use auto, nta or l2")))]
+    pub prefetch: Prefetch,
     /// Where the model runs: cpu, or gpu (the WGSL kernels through wgpu: Vulkan, Metal or
     /// DX12; needs a build with `--features wgpu`).
     #[arg(long, value_enum, default_value = "cpu")]
@@ -96,6 +101,7 @@ impl EngineArgs {
                 isa,
                 head: self.head,
                 activations: self.activations,
+                prefetch: self.prefetch,
             },
             pool,
         ))

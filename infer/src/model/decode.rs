@@ -304,3 +304,63 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod hint_tests {
+    use std::path::Path;
+
+    use tern_pack::Codec;
+    use tern_pack::checkpoint::PackedCheckpoint;
+    use tern_pack::convert::{PackOptions, pack_checkpoint};
+
+    use crate::attention::{KvCache, KvDtype};
+    use crate::kernels::{Isa, StreamHint};
+    use crate::load::LoadOptions;
+    use crate::model::{Logits, Model, Prefetch};
+
+    /// A stream hint changes only how a decode step prefetches: every step's logits are the
+    /// same bits under both (and under the tuner, which mixes them), for every kernel set, both
+    /// widths, one thread and two.
+    #[test]
+    fn stream_hints_leave_every_logit_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/bitnet-packed");
+        for codec in Codec::ALL {
+            let out = tmp.path().join(codec.bits_label());
+            pack_checkpoint(&fixture, &out, &PackOptions::new(codec), &mut |_| {}).unwrap();
+            let ckpt = PackedCheckpoint::open(&out).unwrap();
+            for isa in Isa::available() {
+                for threads in [1, 2] {
+                    let run = |prefetch: Prefetch| -> Vec<u32> {
+                        let opts = LoadOptions {
+                            isa,
+                            prefetch,
+                            ..LoadOptions::default()
+                        };
+                        let model = Model::from_packed(&ckpt, opts).unwrap();
+                        let pool = rayon::ThreadPoolBuilder::new()
+                            .num_threads(threads)
+                            .build()
+                            .unwrap();
+                        pool.install(|| {
+                            let mut cache = KvCache::new(&model.spec, 40, KvDtype::F16);
+                            let prompt: Vec<u32> = (0..9).map(|i| i * 31 + 2).collect();
+                            let mut bits = Vec::new();
+                            let mut next = prompt.clone();
+                            for step in 0..24u32 {
+                                let l = model.forward(&next, &mut cache, Logits::Last).unwrap();
+                                bits.extend(l.iter().map(|v| v.to_bits()));
+                                next = vec![(step * 7 + 3) % model.spec.vocab_size as u32];
+                            }
+                            bits
+                        })
+                    };
+                    let nta = run(Prefetch::Fixed(StreamHint::NonTemporal));
+                    let what = format!("{} {} {threads}T", codec.bits_label(), isa.name());
+                    assert!(run(Prefetch::Fixed(StreamHint::L2)) == nta, "{what}: l2");
+                    assert!(run(Prefetch::Auto) == nta, "{what}: auto");
+                }
+            }
+        }
+    }
+}
