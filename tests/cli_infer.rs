@@ -351,9 +351,15 @@ fn prefetch_hints_are_chosen_and_reported() {
             assert_eq!((hint, switches), (pf, 0));
         }
     }
+    let infer = ["infer", "--model", s(&m), "--prompt", "hi"];
     let ids = |pf: &str| {
-        let args = ["infer", "--model", s(&m), "--prompt", "hi", "-n", "12"];
-        let o = tern(&[&args[..], &["--ignore-eos", "--ids", "--prefetch", pf]].concat());
+        let o = tern(
+            &[
+                &infer[..],
+                &["-n", "12", "--ignore-eos", "--ids", "--prefetch", pf],
+            ]
+            .concat(),
+        );
         assert!(o.status.success(), "{}", stderr(&o));
         o.stdout
     };
@@ -361,15 +367,7 @@ fn prefetch_hints_are_chosen_and_reported() {
     assert_eq!(nta.iter().filter(|&&b| b == b'\n').count(), 12);
     assert_eq!(ids("l2"), nta);
     assert_eq!(ids("auto"), nta);
-    let o = tern(&[
-        "infer",
-        "--model",
-        s(&m),
-        "--prompt",
-        "hi",
-        "--prefetch",
-        "t0",
-    ]);
+    let o = tern(&[&infer[..], &["--prefetch", "t0"]].concat());
     assert!(!o.status.success());
     assert!(stderr(&o).contains("use auto, nta or l2"), "{}", stderr(&o));
 }
