@@ -12,8 +12,8 @@
 //!   many passes as the registers require ([`Lanes::parts`]).
 //! * Each head's keys and values are prefetched `KV_AHEAD` bytes ahead (and the next head's
 //!   first `KV_AHEAD` bytes of keys by the caller): they are short streams that the weight
-//!   stream of the previous layer has evicted to DRAM. Into L2 (a decode step's now
-//!   non-temporally, see [`prefetch_kv`]) rather than L1 (which has too few miss buffers for a
+//!   stream of the previous layer has evicted to DRAM. Into L2 (a decode step's as the
+//!   read-once [`crate::kernels::StreamHint`] says, see [`prefetch_kv`]) rather than L1 (which has too few miss buffers for a
 //!   stream of DRAM reads), and with the next head's start: on the 700M
 //!   shape at one thread (AVX-512), attention fell from 0.17 to 0.11 of the time a plain stream
 //!   of the step's weight bytes takes (8 prompt tokens, 200 generated).
@@ -240,7 +240,7 @@ unsafe fn run<V: Lanes, T: KvElem, const C: usize>(b: Block<'_, T>, out: &mut [f
 #[derive(Clone, Copy)]
 struct Pass<'a, T> {
     p: &'a [f32],
-    /// Prefetch the values non-temporally ([`prefetch_kv`]).
+    /// Prefetch the values as a read-once stream ([`prefetch_kv`]).
     once: bool,
     longest: usize,
     js: [usize; 4],

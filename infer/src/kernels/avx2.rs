@@ -353,9 +353,9 @@ impl Wide for half::bf16 {
 }
 
 /// One token (decode, the LM head): one row at a time, so that the weights are read as a
-/// single sequential stream, 32 weights per step on four accumulators, prefetched
-/// non-temporally as the AVX-512 `gemv` is (none at all measured best before the ternary
-/// streams went non-temporal). Against the 4-row tiles with a prefetch per
+/// single sequential stream, 32 weights per step on four accumulators, prefetched as the
+/// AVX-512 `gemv` is, by the [`super::StreamHint`] in force (none at all measured best before
+/// the ternary streams went non-temporal). Against the 4-row tiles with a prefetch per
 /// load that decode used before, at one thread with `tern bench --isa avx2 -p 128` on Zen 4:
 /// the f16 head of the 700M shape went from 0.55 to 0.39 of a plain stream of the step's
 /// weight bytes (decode roofline 0.55–0.56 → 0.61–0.62), and 2B4T (bf16 head) from a decode
