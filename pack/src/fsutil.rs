@@ -1,7 +1,9 @@
 //! Atomic output directories: everything is written under a temporary sibling, which is renamed
 //! into place only when complete. An error or a panic on the way removes the temporary
-//! directory, so a failed command never leaves a partial output behind.
+//! directory, so a failed command never leaves a partial output behind. And a writer whose
+//! writes leave the page cache holding a file in huge pages.
 
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
@@ -82,9 +84,101 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).at(path)
 }
 
+/// A buffered writer that writes its file from the start in whole, aligned 2 MiB pieces (the
+/// last one shorter).
+///
+/// Linux's page cache builds its folios from the writes it is given: written in 8 KiB pieces
+/// (as a default `BufWriter` does) or in pieces not aligned to 2 MiB, a file stays cached in
+/// small folios until evicted, and every process that maps it maps 4 KiB pages. Written this
+/// way, it is cached in 2 MiB folios (on kernels and file systems with large folios, ext4 and
+/// xfs on recent Linux), which a read-only map then takes as 2 MiB pages: a decode step, which
+/// streams every weight page, then walks no page table for most of them. Measured on a 6.18
+/// kernel, ext4, a 256 MiB 2-bit checkpoint written by `tern init`: 0 of it mapped in huge
+/// pages before, all of it after (`FilePmdMapped` of `/proc/PID/smaps`); decode on Zen 4 at
+/// one thread, against the same file cached in small folios, 1.02–1.09x tokens per second.
+pub struct HugePageWriter<W: Write> {
+    inner: W,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> HugePageWriter<W> {
+    /// The size and alignment of every write but the last: a huge page on x86-64 and arm64.
+    pub const PIECE: usize = 2 << 20;
+
+    /// A writer onto `inner`, which must be at offset 0 (or any multiple of [`Self::PIECE`]).
+    pub fn new(inner: W) -> Self {
+        HugePageWriter {
+            inner,
+            buf: Vec::with_capacity(Self::PIECE),
+        }
+    }
+
+    /// The inner writer.
+    pub fn get_ref(&self) -> &W {
+        &self.inner
+    }
+}
+
+impl<W: Write> Write for HugePageWriter<W> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let take = bytes.len().min(Self::PIECE - self.buf.len());
+        self.buf.extend_from_slice(&bytes[..take]);
+        if self.buf.len() == Self::PIECE {
+            self.inner.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(take)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.write_all(&self.buf)?;
+        self.buf.clear();
+        self.inner.flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A sink that keeps every write's length and bytes.
+    #[derive(Default)]
+    struct Writes(Vec<usize>, Vec<u8>);
+
+    impl Write for Writes {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.push(b.len());
+            self.1.extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn huge_page_writer_writes_whole_aligned_pieces() {
+        const P: usize = HugePageWriter::<Writes>::PIECE;
+        let data: Vec<u8> = (0..2 * P + 12_345).map(|i| (i * 7 % 251) as u8).collect();
+        let mut w = HugePageWriter::new(Writes::default());
+        // Pieces of odd sizes, one larger than a whole piece, as a caller writes tensors.
+        let mut at = 0usize;
+        for len in [8, 1000, P + 3, 77, usize::MAX] {
+            let end = at.saturating_add(len).min(data.len());
+            w.write_all(&data[at..end]).unwrap();
+            at = end;
+        }
+        assert_eq!(at, data.len());
+        assert_eq!(
+            w.get_ref().0,
+            [P, P],
+            "nothing but whole pieces before the flush"
+        );
+        w.flush().unwrap();
+        let out = w.get_ref();
+        assert_eq!(out.0, [P, P, 12_345]);
+        assert_eq!(out.1, data);
+    }
 
     #[test]
     fn dropped_stage_leaves_nothing_and_commit_moves() {

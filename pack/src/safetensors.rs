@@ -9,11 +9,12 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
+use crate::fsutil::HugePageWriter;
 
 /// Largest header we accept (the reference implementation's limit).
 pub const MAX_HEADER_BYTES: u64 = 100 * 1024 * 1024;
@@ -388,7 +389,7 @@ impl TensorEntry {
 /// after a header padded with spaces to a multiple of 8 bytes.
 pub struct SafetensorsWriter {
     path: PathBuf,
-    out: BufWriter<File>,
+    out: HugePageWriter<File>,
     entries: Vec<TensorEntry>,
     next: usize,
     written_in_current: u64,
@@ -426,7 +427,7 @@ impl SafetensorsWriter {
             json.push(b' ');
         }
         let file = File::create(path).at(path)?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let mut out = HugePageWriter::new(file);
         out.write_all(&(json.len() as u64).to_le_bytes()).at(path)?;
         out.write_all(&json).at(path)?;
         Ok(SafetensorsWriter {

@@ -143,6 +143,11 @@ impl PackedCheckpoint {
         // under us unless another program truncates it, which no checkpoint format can defend
         // against.
         let map = unsafe { Mmap::map(file.file()) }.map_err(|e| Error::io(&path, e))?;
+        // Pages read from disk from now on come in 2 MiB folios, which the map then takes as
+        // huge pages (see `fsutil::HugePageWriter` for what that saves a decode). Advice only:
+        // a kernel without transparent huge pages refuses it, and nothing changes.
+        #[cfg(target_os = "linux")]
+        let _ = map.advise(memmap2::Advice::HugePage);
         if (map.len() as u64) < file.header.tensors.last().map_or(0, |t| t.offset + t.len) {
             return Err(Error::header(&path, "file shrank while being opened"));
         }
