@@ -96,6 +96,11 @@ pub struct BenchReport {
     pub prefetch_hint: Option<String>,
     #[serde(default)]
     pub prefetch_switches: Option<u32>,
+    /// CPU path, Linux: the share of the weights' resident bytes that the process maps in huge
+    /// pages (2 MiB on x86-64). A decode step streams every weight page, so how the file sits in
+    /// the page cache moves its speed: see `tern_pack::fsutil::HugePageWriter`.
+    #[serde(default)]
+    pub weights_huge_page_fraction: Option<f64>,
 }
 
 /// Benchmark settings.
@@ -131,6 +136,47 @@ pub fn peak_rss_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// The share of the resident bytes of the mappings that hold `regions` that this process maps
+/// in huge pages (Linux: `FilePmdMapped`, `AnonHugePages` and `ShmemPmdMapped` over `Rss` in
+/// `/proc/self/smaps`); `None` where that file cannot be read or nothing is resident.
+pub fn huge_page_fraction(regions: &[&[u8]]) -> Option<f64> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+    huge_page_fraction_in(&smaps, regions)
+}
+
+fn huge_page_fraction_in(smaps: &str, regions: &[&[u8]]) -> Option<f64> {
+    let spans: Vec<(usize, usize)> = regions
+        .iter()
+        .map(|r| (r.as_ptr() as usize, r.as_ptr() as usize + r.len()))
+        .collect();
+    let (mut huge, mut rss, mut inside) = (0u64, 0u64, false);
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let Some(first) = words.next() else { continue };
+        if let Some((a, b)) = first.split_once('-')
+            && let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+        {
+            inside = spans.iter().any(|&(s, e)| s < b && a < e);
+            continue;
+        }
+        if !inside {
+            continue;
+        }
+        let mut kb = || {
+            words
+                .next()
+                .and_then(|w| w.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        match first {
+            "Rss:" => rss += kb(),
+            "FilePmdMapped:" | "AnonHugePages:" | "ShmemPmdMapped:" => huge += kb(),
+            _ => {}
+        }
+    }
+    (rss > 0).then(|| huge as f64 / rss as f64)
 }
 
 /// How a probe pass reads memory: plain loads, which leave the stream to the hardware
@@ -362,6 +408,7 @@ pub fn run(
     let round_trip = team::round_trip_ns(20);
     let bytes_per_token = model.weight_bytes_per_token() as u64;
     let peak_rss = peak_rss_bytes();
+    let huge = huge_page_fraction(&regions);
     // No decode steps: three passes of each way after the prefill, the fastest.
     let bandwidth = t.bandwidth(probe.bytes).unwrap_or_else(|| {
         ReadWay::ALL
@@ -406,6 +453,7 @@ pub fn run(
         prefetch: Some(model.prefetch.mode().name().to_string()),
         prefetch_hint: Some(model.prefetch.held().name().to_string()),
         prefetch_switches: Some(model.prefetch.switches()),
+        weights_huge_page_fraction: huge,
     })
 }
 
@@ -472,12 +520,43 @@ pub fn run_gpu(
         prefetch: None,
         prefetch_hint: None,
         prefetch_switches: None,
+        weights_huge_page_fraction: None,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn huge_pages_are_counted_in_the_weights_mappings_only() {
+        let buf = [0u8; 64];
+        let at = buf.as_ptr() as usize;
+        // The weights' mapping (two entries, as the kernel splits one map where its pages
+        // differ), then another file's, in the format of `/proc/PID/smaps`.
+        let smaps = format!(
+            "{a:x}-{b:x} r--s 00000000 fd:00 12 /m/model.safetensors\n\
+             Size:               4096 kB\nRss:                4096 kB\n\
+             FilePmdMapped:      2048 kB\nAnonHugePages:         0 kB\n\
+             {b:x}-{c:x} r--s 00400000 fd:00 12 /m/model.safetensors\n\
+             Rss:                1024 kB\nFilePmdMapped:         0 kB\n\
+             {c:x}-{d:x} r--p 00000000 fd:00 13 /usr/lib/libc.so.6\n\
+             Rss:                8192 kB\nFilePmdMapped:      8192 kB\n",
+            a = at - 8,
+            b = at + 32,
+            c = at + 4096,
+            d = at + 8192,
+        );
+        let whole = [&buf[..]];
+        assert_eq!(huge_page_fraction_in(&smaps, &whole), Some(2048.0 / 5120.0));
+        let first = [&buf[..16]];
+        assert_eq!(huge_page_fraction_in(&smaps, &first), Some(0.5));
+        assert_eq!(huge_page_fraction_in("", &whole), None);
+        // This process's own map of its heap, as Linux reports it: a fraction, whatever it is.
+        if let Some(f) = huge_page_fraction(&whole) {
+            assert!((0.0..=1.0).contains(&f), "{f}");
+        }
+    }
 
     #[test]
     fn every_read_way_sums_the_same() {

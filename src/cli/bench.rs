@@ -305,4 +305,15 @@ fn print_report(r: &BenchReport) {
         gib(r.kv_cache_bytes),
         r.kv
     );
+    if let Some(h) = r.weights_huge_page_fraction {
+        println!(
+            "huge pages         {:.0}% of the resident weights{}",
+            h * 100.0,
+            if h < 0.5 {
+                " (the file is cached in small pages: see the README's \"Huge pages\")"
+            } else {
+                ""
+            }
+        );
+    }
 }
