@@ -206,6 +206,8 @@ impl Tuner {
             }
             return;
         }
+        // A step ran with the hint held when it began; another caller's step (a model is
+        // shared) may have switched it since, and then its time speaks for neither side.
         if !explore {
             if hint == s.held {
                 s.push_recent(secs);
