@@ -138,9 +138,11 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// The share of the resident bytes of the mappings that hold `regions` that this process maps
-/// in huge pages (Linux: `FilePmdMapped`, `AnonHugePages` and `ShmemPmdMapped` over `Rss` in
-/// `/proc/self/smaps`); `None` where that file cannot be read or nothing is resident.
+/// The share of the bytes of `regions` that this process maps in huge pages, as Linux reports
+/// it per mapping in `/proc/self/smaps` (`FilePmdMapped`, `AnonHugePages` and `ShmemPmdMapped`
+/// over `Rss`): each mapping's share, weighted by how many bytes of the regions it holds.
+/// `None` where that file cannot be read or no mapping that holds them is resident. Regions
+/// under 2 MiB (norms, scales) are left out: they are few bytes, in heaps that hold much else.
 pub fn huge_page_fraction(regions: &[&[u8]]) -> Option<f64> {
     let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
     huge_page_fraction_in(&smaps, regions)
@@ -149,34 +151,43 @@ pub fn huge_page_fraction(regions: &[&[u8]]) -> Option<f64> {
 fn huge_page_fraction_in(smaps: &str, regions: &[&[u8]]) -> Option<f64> {
     let spans: Vec<(usize, usize)> = regions
         .iter()
+        .filter(|r| r.len() >= 2 << 20)
         .map(|r| (r.as_ptr() as usize, r.as_ptr() as usize + r.len()))
         .collect();
-    let (mut huge, mut rss, mut inside) = (0u64, 0u64, false);
+    // Per mapping that holds any of the regions: bytes of them it holds, resident and huge KiB.
+    let mut maps: Vec<(usize, u64, u64)> = Vec::new();
     for line in smaps.lines() {
         let mut words = line.split_whitespace();
         let Some(first) = words.next() else { continue };
         if let Some((a, b)) = first.split_once('-')
             && let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
         {
-            inside = spans.iter().any(|&(s, e)| s < b && a < e);
+            let held = spans
+                .iter()
+                .map(|&(s, e)| e.min(b).saturating_sub(s.max(a)))
+                .sum();
+            maps.push((held, 0, 0));
             continue;
         }
-        if !inside {
+        let Some(m) = maps.last_mut().filter(|m| m.0 > 0) else {
             continue;
-        }
-        let mut kb = || {
-            words
-                .next()
-                .and_then(|w| w.parse::<u64>().ok())
-                .unwrap_or(0)
         };
+        let kb = words
+            .next()
+            .and_then(|w| w.parse::<u64>().ok())
+            .unwrap_or(0);
         match first {
-            "Rss:" => rss += kb(),
-            "FilePmdMapped:" | "AnonHugePages:" | "ShmemPmdMapped:" => huge += kb(),
+            "Rss:" => m.1 += kb,
+            "FilePmdMapped:" | "AnonHugePages:" | "ShmemPmdMapped:" => m.2 += kb,
             _ => {}
         }
     }
-    (rss > 0).then(|| huge as f64 / rss as f64)
+    let (mut huge, mut held) = (0.0, 0.0);
+    for &(bytes, rss, h) in maps.iter().filter(|m| m.0 > 0 && m.1 > 0) {
+        huge += bytes as f64 * h as f64 / rss as f64;
+        held += bytes as f64;
+    }
+    (held > 0.0).then(|| huge / held)
 }
 
 /// How a probe pass reads memory: plain loads, which leave the stream to the hardware
@@ -530,7 +541,7 @@ mod tests {
 
     #[test]
     fn huge_pages_are_counted_in_the_weights_mappings_only() {
-        let buf = [0u8; 64];
+        let buf = vec![0u8; 4 << 20];
         let at = buf.as_ptr() as usize;
         // The weights' mapping (two entries, as the kernel splits one map where its pages
         // differ), then another file's, in the format of `/proc/PID/smaps`.
@@ -543,14 +554,17 @@ mod tests {
              {c:x}-{d:x} r--p 00000000 fd:00 13 /usr/lib/libc.so.6\n\
              Rss:                8192 kB\nFilePmdMapped:      8192 kB\n",
             a = at - 8,
-            b = at + 32,
-            c = at + 4096,
-            d = at + 8192,
+            b = at + (3 << 20),
+            c = at + buf.len(),
+            d = at + buf.len() + 8192,
         );
         let whole = [&buf[..]];
-        assert_eq!(huge_page_fraction_in(&smaps, &whole), Some(2048.0 / 5120.0));
-        let first = [&buf[..16]];
+        // Three of its MiB in the first mapping (half huge), one in the second (none).
+        assert_eq!(huge_page_fraction_in(&smaps, &whole), Some(0.375));
+        let first = [&buf[..2 << 20]];
         assert_eq!(huge_page_fraction_in(&smaps, &first), Some(0.5));
+        // Small regions do not count: nothing is left.
+        assert_eq!(huge_page_fraction_in(&smaps, &[&buf[..64]]), None);
         assert_eq!(huge_page_fraction_in("", &whole), None);
         // This process's own map of its heap, as Linux reports it: a fraction, whatever it is.
         if let Some(f) = huge_page_fraction(&whole) {

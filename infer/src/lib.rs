@@ -17,6 +17,7 @@ pub mod error;
 pub mod generate;
 #[cfg(feature = "gpu")]
 pub mod gpu;
+mod hugemem;
 pub mod kernels;
 pub mod linear;
 pub mod load;

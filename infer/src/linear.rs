@@ -525,7 +525,7 @@ pub struct Q8Linear {
 impl Q8Linear {
     /// Quantizes a dense matrix row by row (in parallel).
     pub fn quantize(isa: Isa, rows: usize, cols: usize, w: &DenseStore<'_>) -> Q8Linear {
-        let mut codes = vec![0i8; rows * cols];
+        let mut codes = crate::hugemem::zeroed::<i8>(rows * cols);
         let mut row_scales = vec![0f32; rows];
         codes
             .par_chunks_mut(cols.max(1))

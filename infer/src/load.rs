@@ -11,6 +11,7 @@ use tern_pack::safetensors::Dtype;
 use tern_pack::spec::{ActivationQuant, ModelSpec, TensorRole, TensorSpec};
 
 use crate::error::{Error, Result};
+use crate::hugemem;
 use crate::kernels::Isa;
 use crate::linear::{DenseLinear, DenseStore, Linear, Q8Linear, TernaryActivations, TernaryLinear};
 use crate::model::{Head, Layer, Model, Prefetch, Proj, Tuner};
@@ -94,9 +95,9 @@ fn typed<'a, T: bytemuck::Pod>(bytes: Cow<'a, [u8]>) -> Cow<'a, [T]> {
     match bytes {
         Cow::Borrowed(b) => match bytemuck::try_cast_slice(b) {
             Ok(v) => Cow::Borrowed(v),
-            Err(_) => Cow::Owned(bytemuck::pod_collect_to_vec(b)),
+            Err(_) => Cow::Owned(hugemem::copied(b)),
         },
-        Cow::Owned(b) => Cow::Owned(bytemuck::pod_collect_to_vec(&b)),
+        Cow::Owned(b) => Cow::Owned(hugemem::copied(&b)),
     }
 }
 

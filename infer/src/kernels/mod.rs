@@ -102,7 +102,6 @@ pub fn set_stream_hint(hint: StreamHint) {
     STREAMS_TO_L2.store(hint == StreamHint::L2, Ordering::Relaxed);
 }
 
-
 /// Whether a stream is prefetched non-temporally: it is read `once` (a decode step's) and the
 /// hint in force says so. Kernels ask once per call, outside their loops.
 #[inline(always)]
