@@ -97,7 +97,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// pages before, all of it after (`FilePmdMapped` of `/proc/PID/smaps`). On Zen 4 from
 /// memory, against 4 KiB pages: the 2-bit decode kernel 1.14–1.19x, the f16 head 1.15x, a
 /// plain streaming read 1.33x; a whole 700M decode step, against the file cached in small
-/// folios (which the CPU's TLB partly coalesces), 1.02x at one thread.
+/// folios (partly larger folios, which the TLB can coalesce), 1.02x at one thread.
 pub struct HugePageWriter<W: Write> {
     inner: W,
     buf: Vec<u8>,
